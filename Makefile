@@ -1,0 +1,39 @@
+# The few commands people run; CI (.ci/run) calls the same targets.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: help install run test test-fast lint format compile clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(STAMP)  ## create the virtualenv (if missing) and install the project
+
+run: $(STAMP)  ## run the whole pipeline locally on the built-in demo web
+	$(BIN)/alignpipe run
+
+test: $(STAMP)  ## run every test, the local end-to-end pipeline included
+	$(BIN)/python -m pytest -q -ra --durations=15
+
+test-fast: $(STAMP)  ## skip the slow tests (training, Beam pipelines, kfp runs)
+	$(BIN)/python -m pytest -q -m "not large and not e2e"
+
+lint: $(STAMP)  ## ruff lint + format check
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+format: $(STAMP)  ## ruff autofix + format
+	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
+
+compile: $(STAMP)  ## compile the pipeline YAML for Vertex AI / Kubeflow
+	$(BIN)/alignpipe compile --out align_pipeline.yaml
+
+clean:  ## remove local run outputs (keeps the virtualenv)
+	rm -rf alignpipe-work align_pipeline.yaml

@@ -1,0 +1,84 @@
+"""The pipeline's kfp components: typed signatures, each one call into `components.stages`.
+
+These are lightweight `@dsl.component`s whose `base_image` is the project's own
+image (the project installed, no `packages_to_install`), so the same component
+runs in kfp's local SubprocessRunner and as a Vertex AI Pipelines task.
+`build_components` binds the functions to the configured images.
+
+Component bodies are shipped as source, so each imports what it uses; annotations
+stay real objects (no `from __future__ import annotations`) because kfp reads them.
+"""
+
+import types
+
+from kfp import dsl
+from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output
+
+
+def start_tracking(config_json: str, pipeline_job: str) -> str:
+    """Opens the MLflow parent run of this pipeline run; returns its run id."""
+    from alignpipe.config import Config
+    from components.tracking import start_pipeline_run
+
+    return start_pipeline_run(Config.from_json(config_json), pipeline_job)
+
+
+def scrape(config_json: str, pipeline_job: str, pairs: Output[Dataset], metrics: Output[Metrics]):
+    """Crawls the seed URLs (robots.txt obeyed) into (image, alt-text) pair shards."""
+    from components.stages import scrape_stage
+
+    scrape_stage(config_json, pipeline_job, pairs.path, metrics)
+
+
+def filter_pairs(
+    config_json: str,
+    pipeline_job: str,
+    raw_pairs: Input[Dataset],
+    pairs: Output[Dataset],
+    metrics: Output[Metrics],
+):
+    """Applies ALIGN's image and text filters; writes kept pairs and the funnel."""
+    from components.stages import filter_stage
+
+    filter_stage(config_json, pipeline_job, raw_pairs.path, pairs.path, metrics)
+
+
+def train(config_json: str, pipeline_job: str, pairs: Input[Dataset], model: Output[Model], metrics: Output[Metrics]):
+    """Trains the dual encoder with the contrastive loss; exports the model."""
+    from components.stages import train_stage
+
+    train_stage(config_json, pipeline_job, pairs.path, model.path, metrics)
+
+
+def evaluate(
+    config_json: str, pipeline_job: str, model: Input[Model], metrics: Output[Metrics], examples: Output[HTML]
+):
+    """Zero-shot retrieval R@1/5/10 both ways and zero-shot classification accuracy."""
+    from components.stages import evaluate_stage
+
+    evaluate_stage(config_json, pipeline_job, model.path, metrics, report_path=examples.path)
+
+
+def register(config_json: str, pipeline_job: str, model: Input[Model], eval_metrics: Input[Metrics]) -> bool:
+    """Registers the model in MLflow; returns whether it became the champion."""
+    from components.stages import register_stage
+
+    return register_stage(config_json, pipeline_job, model.path, dict(eval_metrics.metadata))["promoted"]
+
+
+def finish_tracking(config_json: str, pipeline_job: str, status: dsl.PipelineTaskFinalStatus):
+    """Ends the MLflow parent run with the pipeline's final state (exit handler)."""
+    from alignpipe.config import Config
+    from components.tracking import finish_pipeline_run
+
+    finish_pipeline_run(Config.from_json(config_json), pipeline_job, status.state == "SUCCEEDED")
+
+
+def build_components(data_image: str, trainer_image: str) -> types.SimpleNamespace:
+    """The components bound to the project's images: data steps and trainer steps."""
+    data = {"start_tracking": start_tracking, "scrape": scrape, "filter_pairs": filter_pairs,
+            "register": register, "finish_tracking": finish_tracking}
+    trainer = {"train": train, "evaluate": evaluate}
+    built = {name: dsl.component(fn, base_image=data_image, install_kfp_package=False) for name, fn in data.items()}
+    built.update({name: dsl.component(fn, base_image=trainer_image, install_kfp_package=False) for name, fn in trainer.items()})
+    return types.SimpleNamespace(**built)

@@ -1,0 +1,139 @@
+"""The five stages as plain functions: core call + MLflow logging.
+
+kfp components (`components/ops.py`) and the CLI's stage commands call exactly
+these, so a stage behaves the same in a DAG and on its own. `pipeline_job` names
+the kfp pipeline run whose MLflow parent run the stage nests under; it is empty
+for a standalone stage. `metrics`, when given, is a kfp `Metrics` artifact (or
+anything with `log_metric(name, value)`) that receives the stage's headline
+numbers for the kfp UI.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from typing import Protocol
+
+import mlflow
+
+from alignpipe import fs
+from alignpipe.config import Config
+from components import tracking
+
+log = logging.getLogger("alignpipe")
+
+
+class MetricsSink(Protocol):
+    def log_metric(self, metric: str, value: float) -> None: ...
+
+
+def _publish(metrics: MetricsSink | None, values: dict[str, float]) -> None:
+    mlflow.log_metrics(values)
+    if metrics is not None:
+        for name, value in values.items():
+            metrics.log_metric(name, float(value))
+
+
+def scrape_stage(config_json: str, pipeline_job: str, out_dir: str, metrics: MetricsSink | None = None) -> dict:
+    """Crawls `scrape.seed_urls` and writes pair shards + manifest into `out_dir`."""
+    from alignpipe.data.scrape import run_scrape
+
+    cfg = Config.from_json(config_json)
+    with tracking.stage_run(cfg, pipeline_job, "scrape"):
+        report = run_scrape(cfg, out_dir).to_dict()
+        values = {k: float(v) for k, v in report.items() if isinstance(v, (int, float))}
+        values.update({f"outcome.{k.replace('/', '.')}": float(v) for k, v in report["outcomes"].items()})
+        _publish(metrics, values)
+        mlflow.log_dict(report, "scrape_report.json")
+    return report
+
+
+def filter_stage(
+    config_json: str, pipeline_job: str, in_dir: str, out_dir: str, metrics: MetricsSink | None = None
+) -> dict:
+    """Applies ALIGN's filters to the pairs in `in_dir`; kept pairs and the funnel go to `out_dir`."""
+    from alignpipe.filtering.pipeline import run_filter
+
+    cfg = Config.from_json(config_json)
+    with tracking.stage_run(cfg, pipeline_job, "filter"):
+        funnel = run_filter(cfg, in_dir, out_dir).to_dict()
+        values = {"input_pairs": funnel["input_pairs"], "kept_pairs": funnel["kept_pairs"]}
+        values.update({f"dropped.{reason}": n for reason, n in funnel["dropped"].items()})
+        _publish(metrics, values)
+        mlflow.log_dict(funnel, "funnel.json")
+        if fs.exists(fs.join(out_dir, "funnel.png")):
+            mlflow.log_artifact(_local(fs.join(out_dir, "funnel.png")))
+    return funnel
+
+
+def train_stage(
+    config_json: str, pipeline_job: str, data_dir: str, model_dir: str, metrics: MetricsSink | None = None
+) -> dict:
+    """Trains the dual encoder on the pairs in `data_dir`; writes the model into `model_dir`."""
+    from alignpipe.training.trainer import train
+
+    cfg = Config.from_json(config_json)
+    with tracking.stage_run(cfg, pipeline_job, "train"):
+
+        def on_log(row: dict) -> None:
+            step = int(row["step"])
+            mlflow.log_metrics({k: float(v) for k, v in row.items() if k != "step"}, step=step)
+
+        result = train(cfg, data_dir, model_dir, on_log=on_log)
+        summary = {
+            "train_steps": result.steps,
+            "num_pairs": result.num_pairs,
+            "train_seconds": result.seconds,
+            "first_loss": result.history[0]["loss"] if result.history else float("nan"),
+            "final_loss": result.final_loss,
+            "final_temperature": result.final_temperature,
+        }
+        _publish(metrics, summary)
+        for name in ("training_curves.png", "history.json"):
+            path = fs.join(model_dir, name)
+            if fs.exists(path):
+                mlflow.log_artifact(_local(path))
+    return summary
+
+
+def evaluate_stage(
+    config_json: str,
+    pipeline_job: str,
+    model_dir: str,
+    metrics: MetricsSink | None = None,
+    report_path: str = "",
+) -> dict[str, float]:
+    """Zero-shot retrieval and classification of the model in `model_dir`."""
+    from alignpipe.evaluation.evaluate import evaluate, write_retrieval_examples_html
+
+    cfg = Config.from_json(config_json)
+    with tracking.stage_run(cfg, pipeline_job, "evaluate"):
+        result = evaluate(cfg, model_dir)
+        _publish(metrics, result.metrics)
+        html = report_path or os.path.join(tempfile.mkdtemp(), "retrieval_examples.html")
+        write_retrieval_examples_html(result, html)
+        mlflow.log_artifact(_local(html))
+    return dict(result.metrics)
+
+
+def register_stage(
+    config_json: str, pipeline_job: str, model_dir: str, eval_metrics: dict[str, float]
+) -> dict:
+    """Registers the model; moves the champion alias only if it beats the champion."""
+    from components.registry import register_model
+
+    cfg = Config.from_json(config_json)
+    with tracking.stage_run(cfg, pipeline_job, "register"):
+        decision = register_model(cfg, model_dir, eval_metrics)
+    return decision
+
+
+def _local(path: str) -> str:
+    """A local copy of `path` for MLflow's artifact upload (a no-op for local paths)."""
+    if "://" not in path:
+        return path
+    target = os.path.join(tempfile.mkdtemp(), os.path.basename(path))
+    with open(target, "wb") as f:
+        f.write(fs.read_bytes(path))
+    return target

@@ -1,0 +1,121 @@
+"""MLflow bookkeeping: one parent run per pipeline run, one nested run per stage.
+
+kfp tasks are separate processes (separate pods on Vertex AI), so they cannot
+share an active MLflow run object. The parent run is created by the first task,
+left RUNNING, and tagged with the kfp pipeline-job name; every stage finds it by
+that tag and nests its own run under it; the exit-handler task ends it with the
+pipeline's final state. A stage run outside a pipeline (the CLI's stage
+commands) is a top-level run of its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+from alignpipe import fs
+from alignpipe.config import Config
+
+PIPELINE_JOB_TAG = "alignpipe.pipeline_job"
+ROLE_TAG = "alignpipe.role"
+STAGE_TAG = "alignpipe.stage"
+
+
+def tracking_uri(cfg: Config) -> str:
+    """The configured tracking URI, or a SQLite store inside `runner.work_dir`."""
+    if cfg.tracking.tracking_uri:
+        return cfg.tracking.tracking_uri
+    return f"sqlite:///{os.path.abspath(os.path.join(cfg.runner.work_dir, 'mlflow.db'))}"
+
+
+def connect(cfg: Config) -> str:
+    """Points MLflow at the configured store and experiment; returns the experiment id.
+
+    A new experiment on a local store keeps its artifacts in `<work_dir>/mlartifacts`
+    (MLflow would otherwise use the current folder, which differs per kfp task).
+    """
+    uri = tracking_uri(cfg)
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(cfg.tracking.experiment)
+    if experiment is not None:
+        mlflow.set_experiment(experiment_id=experiment.experiment_id)
+        return experiment.experiment_id
+    location = None
+    if uri.startswith("sqlite:") or "://" not in uri:
+        location = "file://" + os.path.abspath(os.path.join(cfg.runner.work_dir, "mlartifacts"))
+        fs.makedirs(os.path.join(cfg.runner.work_dir, "mlartifacts"))
+    try:
+        experiment_id = client.create_experiment(cfg.tracking.experiment, artifact_location=location)
+    except mlflow.exceptions.MlflowException:  # created meanwhile by a concurrent task
+        experiment_id = client.get_experiment_by_name(cfg.tracking.experiment).experiment_id
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
+
+
+def start_pipeline_run(cfg: Config, pipeline_job: str) -> str:
+    """Creates the RUNNING parent run of `pipeline_job` with the config as params."""
+    experiment_id = connect(cfg)
+    client = MlflowClient(tracking_uri(cfg))
+    existing = find_pipeline_run(cfg, pipeline_job)
+    if existing is not None:  # a retried first task
+        return existing
+    run = client.create_run(
+        experiment_id,
+        run_name=pipeline_job,
+        tags={PIPELINE_JOB_TAG: pipeline_job, ROLE_TAG: "pipeline"},
+    )
+    params = [mlflow.entities.Param(k, _param_value(v)) for k, v in cfg.flat().items()]
+    for i in range(0, len(params), 100):
+        client.log_batch(run.info.run_id, params=params[i : i + 100])
+    client.log_text(run.info.run_id, cfg.to_json(), "config.json")
+    return run.info.run_id
+
+
+def find_pipeline_run(cfg: Config, pipeline_job: str) -> str | None:
+    """The parent run id of `pipeline_job`, or None."""
+    experiment_id = connect(cfg)
+    runs = MlflowClient(tracking_uri(cfg)).search_runs(
+        [experiment_id], filter_string=f"tags.`{PIPELINE_JOB_TAG}` = '{pipeline_job}'", max_results=1
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def finish_pipeline_run(cfg: Config, pipeline_job: str, succeeded: bool) -> str | None:
+    """Ends the parent run as FINISHED or FAILED; returns its id (None if never started)."""
+    run_id = find_pipeline_run(cfg, pipeline_job)
+    if run_id is not None:
+        MlflowClient(tracking_uri(cfg)).set_terminated(run_id, "FINISHED" if succeeded else "FAILED")
+    return run_id
+
+
+@contextlib.contextmanager
+def stage_run(cfg: Config, pipeline_job: str, stage: str) -> Iterator[mlflow.ActiveRun]:
+    """An active MLflow run for one stage, nested under the pipeline's parent run.
+
+    Args:
+        cfg: the pipeline config.
+        pipeline_job: the kfp pipeline-job name; empty for a standalone stage.
+        stage: `scrape`, `filter`, `train`, `evaluate` or `register`.
+    """
+    connect(cfg)
+    parent = find_pipeline_run(cfg, pipeline_job) if pipeline_job else None
+    if pipeline_job and parent is None:
+        parent = start_pipeline_run(cfg, pipeline_job)
+    tags = {STAGE_TAG: stage, ROLE_TAG: "stage"}
+    if pipeline_job:
+        tags[PIPELINE_JOB_TAG] = pipeline_job
+    with mlflow.start_run(run_name=stage, parent_run_id=parent, nested=parent is not None, tags=tags) as run:
+        if parent is None:
+            mlflow.log_params({k: _param_value(v) for k, v in cfg.flat().items()})
+        yield run
+
+
+def _param_value(value: object) -> str:
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    return str(value)

@@ -1,0 +1,168 @@
+"""alignpipe: run the ALIGN pipeline, compile it, or run one stage on local paths.
+
+Every command takes the same configuration options: `--env` and `--experiment`
+presets and repeated `--set key=value` overrides (see `alignpipe.config`).
+Input mistakes end in one `alignpipe: error: ...` line and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from alignpipe.config import ENV_PRESETS, EXPERIMENT_PRESETS, Config, load_config
+from alignpipe.errors import AlignPipeError
+
+log = logging.getLogger("alignpipe")
+
+
+def _config(args: argparse.Namespace) -> Config:
+    overrides = list(args.set or [])
+    if args.work_dir:
+        overrides.append(f"runner.work_dir={args.work_dir}")
+    if args.tracking_uri:
+        overrides.append(f"tracking.tracking_uri={args.tracking_uri}")
+    from pipelines.local import resolve_paths
+
+    return resolve_paths(load_config(args.env, args.experiment, overrides))
+
+
+def _require_dir(path: str, what: str) -> None:
+    if "://" not in path and not os.path.isdir(path):
+        raise AlignPipeError(f"{what} folder {path!r} does not exist")
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from pipelines.local import run_pipeline_locally
+    from pipelines.summary import format_summary
+
+    summary = run_pipeline_locally(_config(args))
+    print(format_summary(summary))
+
+
+def cmd_compile(args: argparse.Namespace) -> None:
+    from pipelines.align_pipeline import compile_pipeline
+
+    cfg = load_config(args.env, args.experiment, args.set or [])
+    print(compile_pipeline(cfg, args.out))
+
+
+def cmd_demo_web(args: argparse.Namespace) -> None:
+    from alignpipe.data.demo_web import write_demo_web
+
+    demo = write_demo_web(args.out, seed=args.seed)
+    print(json.dumps(demo.to_dict() if hasattr(demo, "to_dict") else vars(demo), indent=2, default=str))
+
+
+def cmd_scrape(args: argparse.Namespace) -> None:
+    from alignpipe.data.crawl import check_seeds_reachable
+    from components.stages import scrape_stage
+
+    cfg = _config(args)
+    if args.seed:
+        cfg = cfg.replace(scrape__seed_urls=tuple(args.seed))
+    if not cfg.scrape.seed_urls:
+        raise AlignPipeError("no seed URL: pass --seed URL or --set scrape.seed_urls=URL[,URL...]")
+    check_seeds_reachable(cfg)
+    print(json.dumps(scrape_stage(cfg.to_json(), "", args.out), indent=2))
+
+
+def cmd_filter(args: argparse.Namespace) -> None:
+    from components.stages import filter_stage
+
+    _require_dir(args.input, "input")
+    print(json.dumps(filter_stage(_config(args).to_json(), "", args.input, args.out), indent=2))
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from components.stages import train_stage
+
+    _require_dir(args.input, "input")
+    print(json.dumps(train_stage(_config(args).to_json(), "", args.input, args.out), indent=2))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from components.stages import evaluate_stage
+
+    _require_dir(args.model, "model")
+    metrics = evaluate_stage(_config(args).to_json(), "", args.model, report_path=args.report or "")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(metrics, f, indent=2, sort_keys=True)
+    print(json.dumps(metrics, indent=2, sort_keys=True))
+
+
+def cmd_register(args: argparse.Namespace) -> None:
+    from components.stages import register_stage
+
+    _require_dir(args.model, "model")
+    if not os.path.isfile(args.metrics):
+        raise AlignPipeError(f"metrics file {args.metrics!r} does not exist (write it with `evaluate --out`)")
+    with open(args.metrics) as f:
+        metrics = json.load(f)
+    print(json.dumps(register_stage(_config(args).to_json(), "", args.model, metrics), indent=2))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("configuration")
+    group.add_argument("--env", default="local", choices=sorted(ENV_PRESETS), help="environment preset")
+    group.add_argument("--experiment", default="tiny", choices=sorted(EXPERIMENT_PRESETS),
+                       help="experiment preset (size of data, model and training)")
+    group.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="override one config key, e.g. --set train.steps=100 (repeatable)")
+    group.add_argument("--work-dir", help="folder for the demo web, kfp artifacts and the MLflow store")
+    group.add_argument("--tracking-uri", help="MLflow tracking server, e.g. http://127.0.0.1:5000")
+
+    parser = argparse.ArgumentParser(prog="alignpipe", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, fn, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=help, description=help)
+        p.set_defaults(fn=fn)
+        return p
+
+    add("run", cmd_run, "run the whole DAG with kfp's local runner (the demo web unless seeds are set)")
+    p = add("compile", cmd_compile, "compile the pipeline to a kfp YAML for Vertex AI / Kubeflow")
+    p.add_argument("--out", default="align_pipeline.yaml", help="output YAML path")
+    p = add("demo-web", cmd_demo_web, "write the demo mini-web and evaluation sets to a folder")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the generated content")
+    p = add("scrape", cmd_scrape, "crawl seed URLs into (image, alt-text) pair shards")
+    p.add_argument("--seed", action="append", metavar="URL", help="seed URL (repeatable)")
+    p.add_argument("--out", required=True, help="output folder of pair shards and manifest")
+    p = add("filter", cmd_filter, "apply ALIGN's filters to scraped pairs")
+    p.add_argument("--in", dest="input", required=True, help="folder of scraped pair shards")
+    p.add_argument("--out", required=True, help="output folder of kept pairs and the funnel")
+    p = add("train", cmd_train, "train the dual encoder on filtered pairs")
+    p.add_argument("--in", dest="input", required=True, help="folder of filtered pair shards")
+    p.add_argument("--out", required=True, help="output model folder")
+    p = add("evaluate", cmd_evaluate, "zero-shot retrieval and classification of a trained model")
+    p.add_argument("--model", required=True, help="model folder written by train")
+    p.add_argument("--out", help="write the metrics JSON here")
+    p.add_argument("--report", help="write the retrieval-examples HTML page here")
+    p = add("register", cmd_register, "register a model in MLflow; promote it if it beats the champion")
+    p.add_argument("--model", required=True, help="model folder written by train")
+    p.add_argument("--metrics", required=True, help="metrics JSON written by evaluate --out")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        args.fn(args)
+    except AlignPipeError as e:
+        print(f"alignpipe: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("alignpipe: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""Runs the ALIGN DAG on this machine with kfp's local runner.
+
+With no `scrape.seed_urls` configured, the built-in demo web (see
+`alignpipe.data.demo_web`) is generated into `<work_dir>/demo`, served on
+127.0.0.1, and its evaluation sets and unsafe-image blocklist fill the config
+keys left empty. Every task runs as a subprocess in this Python environment,
+exactly the component code that Vertex AI runs in the project's image.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Iterator
+
+from alignpipe.config import Config
+from alignpipe.errors import AlignPipeError, InputError
+
+log = logging.getLogger("alignpipe")
+
+
+def resolve_paths(cfg: Config) -> Config:
+    """Makes the work folder absolute and fixes the tracking URI (kfp tasks run elsewhere)."""
+    from components.tracking import tracking_uri
+
+    work_dir = os.path.abspath(cfg.runner.work_dir)
+    cfg = cfg.replace(runner__work_dir=work_dir)
+    return cfg.replace(tracking__tracking_uri=tracking_uri(cfg))
+
+
+def with_demo_inputs(cfg: Config) -> tuple[Config, object]:
+    """Writes the demo web into `<work_dir>/demo`; fills the empty input keys from it.
+
+    Returns:
+        The filled config and the `DemoWeb` written.
+    """
+    from alignpipe.data.demo_web import write_demo_web
+
+    demo_dir = os.path.join(cfg.runner.work_dir, "demo")
+    demo = write_demo_web(demo_dir)
+    fills = {
+        "eval__retrieval_set": (cfg.eval.retrieval_set, demo.retrieval_set),
+        "eval__classification_set": (cfg.eval.classification_set, demo.classification_set),
+        "filter__unsafe_image_blocklist": (cfg.filter.unsafe_image_blocklist, demo.unsafe_image_blocklist),
+    }
+    return cfg.replace(**{key: current or default for key, (current, default) in fills.items()}), demo
+
+
+@contextlib.contextmanager
+def demo_site(cfg: Config) -> Iterator[Config]:
+    """Serves the demo web when no seeds are configured; yields the config to run."""
+    from alignpipe.data.serve import serve_folder
+
+    if cfg.scrape.seed_urls:
+        yield cfg
+        return
+    cfg, demo = with_demo_inputs(cfg)
+    with serve_folder(demo.site_dir) as base_url:
+        log.info("serving the demo web from %s at %s", demo.site_dir, base_url)
+        yield cfg.replace(scrape__seed_urls=(base_url + "index.html",))
+
+
+def preflight(cfg: Config) -> None:
+    """Fails fast, with one message, on inputs the stages would fail on later."""
+    from alignpipe.data.crawl import check_seeds_reachable
+
+    if not cfg.scrape.seed_urls:
+        raise InputError("scrape.seed_urls is empty: give at least one seed URL")
+    for key, path in (("eval.retrieval_set", cfg.eval.retrieval_set),
+                      ("eval.classification_set", cfg.eval.classification_set)):
+        if not path or not os.path.exists(path):
+            raise InputError(f"{key}={path!r} does not exist")
+    check_seeds_reachable(cfg)
+
+
+def run_pipeline_locally(cfg: Config) -> dict:
+    """Runs the whole DAG through `kfp.local`; returns the summary read back from MLflow."""
+    from kfp import local
+
+    from pipelines.align_pipeline import build_pipeline
+    from pipelines.summary import pipeline_summary
+
+    cfg = resolve_paths(cfg)
+    with demo_site(cfg) as cfg:
+        preflight(cfg)
+        root = os.path.join(cfg.runner.work_dir, "kfp-root")
+        local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=root)
+        started = time.time()
+        try:
+            build_pipeline(cfg)(config_json=cfg.to_json())
+        except RuntimeError as e:
+            raise AlignPipeError(f"the pipeline failed: {e} (the failing task's log is above)") from None
+        seconds = time.time() - started
+    summary = pipeline_summary(cfg, since=started)
+    summary["pipeline_seconds"] = seconds
+    return summary

@@ -1,0 +1,62 @@
+"""Training entry point for a Vertex AI custom job (CPU, GPU or TPU workers).
+
+    python -m trainer.task --config-json "$(cat config.json)" \
+        --data-dir gs://BUCKET/run/filtered --model-dir gs://BUCKET/run/model
+
+`--model-dir` defaults to `$AIP_MODEL_DIR`, which Vertex AI sets for custom jobs.
+The strategy (`train.strategy`: default, mirrored, tpu) comes from the config, so
+the same code trains on a laptop and on a TPU VM. Metrics go to the job's log;
+the kfp train component (`components/stages.py`) runs the same `train` in-process
+and logs them to MLflow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from alignpipe.config import Config
+from alignpipe.errors import AlignPipeError
+
+log = logging.getLogger("alignpipe")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="trainer.task", description=__doc__.split("\n")[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config-json", help="the pipeline config as a JSON string")
+    source.add_argument("--config-file", help="path of the pipeline config JSON")
+    parser.add_argument("--data-dir", required=True, help="folder of filtered pair shards")
+    parser.add_argument("--model-dir", default=None, help="output model folder (default $AIP_MODEL_DIR)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    model_dir = args.model_dir or os.environ.get("AIP_MODEL_DIR")
+    try:
+        if not model_dir:
+            raise AlignPipeError("no model folder: pass --model-dir or set AIP_MODEL_DIR")
+        if args.config_file:
+            from alignpipe import fs
+
+            text = fs.read_text(args.config_file)
+        else:
+            text = args.config_json
+        cfg = Config.from_json(text)
+        from alignpipe.training.trainer import train
+
+        result = train(cfg, args.data_dir, model_dir, on_log=lambda row: log.info("%s", json.dumps(row)))
+    except AlignPipeError as e:
+        print(f"trainer.task: error: {e}", file=sys.stderr)
+        return 2
+    log.info("trained %d steps on %d pairs; model in %s", result.steps, result.num_pairs, model_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
