@@ -232,9 +232,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
-def load_config(
-    env: str = "local", experiment: str = "tiny", overrides: typing.Iterable[str] = ()
-) -> Config:
+def load_config(env: str = "local", experiment: str = "tiny", overrides: typing.Iterable[str] = ()) -> Config:
     """Merges defaults, the two presets and `key=value` overrides, then validates.
 
     Args:
@@ -271,21 +269,39 @@ def validate(cfg: Config) -> Config:
         if flat[key] not in choices:
             raise ConfigError(f"{key}={flat[key]!r} is not allowed; choose one of {list(choices)}")
     positive = [k for k, v in flat.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    non_negative = {"train.warmup_steps", "train.seed", "filter.eval_duplicate_max_hamming",
-                    "filter.unsafe_image_max_hamming",
-                    "train.temperature_lr_multiplier", "train.weight_decay", "train.label_smoothing"}
+    non_negative = {
+        "train.warmup_steps",
+        "train.seed",
+        "filter.eval_duplicate_max_hamming",
+        "filter.unsafe_image_max_hamming",
+        "train.temperature_lr_multiplier",
+        "train.weight_decay",
+        "train.label_smoothing",
+    }
     for key in positive:
         value = flat[key]
         if value < 0 or (value == 0 and key not in non_negative):
             raise ConfigError(f"{key}={value!r} must be {'>= 0' if key in non_negative else '> 0'}")
     _check(cfg.filter.max_aspect_ratio > 1, "filter.max_aspect_ratio", cfg.filter.max_aspect_ratio, "> 1")
-    _check(cfg.filter.min_alt_words <= cfg.filter.max_alt_words, "filter.min_alt_words",
-           cfg.filter.min_alt_words, f"<= filter.max_alt_words ({cfg.filter.max_alt_words})")
+    _check(
+        cfg.filter.min_alt_words <= cfg.filter.max_alt_words,
+        "filter.min_alt_words",
+        cfg.filter.min_alt_words,
+        f"<= filter.max_alt_words ({cfg.filter.max_alt_words})",
+    )
     _check(cfg.train.label_smoothing < 1, "train.label_smoothing", cfg.train.label_smoothing, "< 1")
-    _check(cfg.model.image_resize >= cfg.model.image_size, "model.image_resize",
-           cfg.model.image_resize, f">= model.image_size ({cfg.model.image_size})")
-    _check(cfg.model.text_hidden_dim % cfg.model.text_heads == 0, "model.text_hidden_dim",
-           cfg.model.text_hidden_dim, f"a multiple of model.text_heads ({cfg.model.text_heads})")
+    _check(
+        cfg.model.image_resize >= cfg.model.image_size,
+        "model.image_resize",
+        cfg.model.image_resize,
+        f">= model.image_size ({cfg.model.image_size})",
+    )
+    _check(
+        cfg.model.text_hidden_dim % cfg.model.text_heads == 0,
+        "model.text_hidden_dim",
+        cfg.model.text_hidden_dim,
+        f"a multiple of model.text_heads ({cfg.model.text_heads})",
+    )
     for url in cfg.scrape.seed_urls:
         _check(url.startswith(("http://", "https://")), "scrape.seed_urls", url, "an http(s) URL")
     for template in cfg.eval.prompt_templates:
@@ -381,4 +397,3 @@ def _coerce(key: str, kind: object, value: object) -> object:
         name = getattr(kind, "__name__", str(kind))
         raise ConfigError(f"{key}={value!r} must be of type {name}")
     return value
-

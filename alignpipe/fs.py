@@ -58,3 +58,9 @@ def read_json(path: str) -> object:
 
 def write_json(path: str, obj: object) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def delete(paths: list[str]) -> None:
+    """Deletes files (missing ones are an error, as in Beam's `FileSystems.delete`)."""
+    if paths:
+        FileSystems.delete(paths)

@@ -43,7 +43,9 @@ def filter_pairs(
     filter_stage(config_json, pipeline_job, raw_pairs.path, pairs.path, metrics)
 
 
-def train(config_json: str, pipeline_job: str, pairs: Input[Dataset], model: Output[Model], metrics: Output[Metrics]):
+def train(
+    config_json: str, pipeline_job: str, pairs: Input[Dataset], model: Output[Model], metrics: Output[Metrics]
+):
     """Trains the dual encoder with the contrastive loss; exports the model."""
     from components.stages import train_stage
 
@@ -76,9 +78,21 @@ def finish_tracking(config_json: str, pipeline_job: str, status: dsl.PipelineTas
 
 def build_components(data_image: str, trainer_image: str) -> types.SimpleNamespace:
     """The components bound to the project's images: data steps and trainer steps."""
-    data = {"start_tracking": start_tracking, "scrape": scrape, "filter_pairs": filter_pairs,
-            "register": register, "finish_tracking": finish_tracking}
+    data = {
+        "start_tracking": start_tracking,
+        "scrape": scrape,
+        "filter_pairs": filter_pairs,
+        "register": register,
+        "finish_tracking": finish_tracking,
+    }
     trainer = {"train": train, "evaluate": evaluate}
-    built = {name: dsl.component(fn, base_image=data_image, install_kfp_package=False) for name, fn in data.items()}
-    built.update({name: dsl.component(fn, base_image=trainer_image, install_kfp_package=False) for name, fn in trainer.items()})
+    built = {
+        name: dsl.component(fn, base_image=data_image, install_kfp_package=False) for name, fn in data.items()
+    }
+    built.update(
+        {
+            name: dsl.component(fn, base_image=trainer_image, install_kfp_package=False)
+            for name, fn in trainer.items()
+        }
+    )
     return types.SimpleNamespace(**built)

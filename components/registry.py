@@ -31,7 +31,9 @@ def register_model(cfg: Config, model_dir: str, eval_metrics: dict[str, float]) 
     """
     reg = cfg.register
     if reg.metric not in eval_metrics:
-        raise InputError(f"register.metric {reg.metric!r} is not among the evaluation metrics {sorted(eval_metrics)}")
+        raise InputError(
+            f"register.metric {reg.metric!r} is not among the evaluation metrics {sorted(eval_metrics)}"
+        )
     score = float(eval_metrics[reg.metric])
     client = MlflowClient()
     champion_version, champion_score = _champion(client, reg.model_name, reg.champion_alias)
@@ -65,8 +67,13 @@ def register_model(cfg: Config, model_dir: str, eval_metrics: dict[str, float]) 
     mlflow.log_dict(decision, "registration.json")
     log.info(
         "registered %s version %s (%s=%.4f); champion %s",
-        reg.model_name, version, reg.metric, score,
-        f"is now version {version}" if promoted else f"stays version {champion_version} ({champion_score:.4f})",
+        reg.model_name,
+        version,
+        reg.metric,
+        score,
+        f"is now version {version}"
+        if promoted
+        else f"stays version {champion_version} ({champion_score:.4f})",
     )
     return decision
 

@@ -35,7 +35,9 @@ def _publish(metrics: MetricsSink | None, values: dict[str, float]) -> None:
             metrics.log_metric(name, float(value))
 
 
-def scrape_stage(config_json: str, pipeline_job: str, out_dir: str, metrics: MetricsSink | None = None) -> dict:
+def scrape_stage(
+    config_json: str, pipeline_job: str, out_dir: str, metrics: MetricsSink | None = None
+) -> dict:
     """Crawls `scrape.seed_urls` and writes pair shards + manifest into `out_dir`."""
     from alignpipe.data.scrape import run_scrape
 

@@ -80,7 +80,9 @@ def find_pipeline_run(cfg: Config, pipeline_job: str) -> str | None:
     """The parent run id of `pipeline_job`, or None."""
     experiment_id = connect(cfg)
     runs = MlflowClient(tracking_uri(cfg)).search_runs(
-        [experiment_id], filter_string=f"tags.`{PIPELINE_JOB_TAG}` = '{pipeline_job}'", max_results=1
+        [experiment_id],
+        filter_string=f"tags.`{PIPELINE_JOB_TAG}` = '{pipeline_job}' and tags.`{ROLE_TAG}` = 'pipeline'",
+        max_results=1,
     )
     return runs[0].info.run_id if runs else None
 

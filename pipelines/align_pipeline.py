@@ -21,15 +21,19 @@ def build_pipeline(cfg: Config):
     @dsl.pipeline(name=PIPELINE_NAME, description="ALIGN: noisy alt-text pairs -> dual encoder.")
     def align_pipeline(config_json: str = cfg.to_json()):
         job = dsl.PIPELINE_JOB_NAME_PLACEHOLDER
-        finish = ops.finish_tracking(config_json=config_json, pipeline_job=job).set_display_name("finish-tracking")
-        with dsl.ExitHandler(finish, name="align-stages"):
+        finish = ops.finish_tracking(config_json=config_json, pipeline_job=job).set_display_name(
+            "finish-tracking"
+        )
+        with dsl.ExitHandler(finish):
             start = ops.start_tracking(config_json=config_json, pipeline_job=job)
             scraped = ops.scrape(config_json=config_json, pipeline_job=job).after(start)
             filtered = ops.filter_pairs(
                 config_json=config_json, pipeline_job=job, raw_pairs=scraped.outputs["pairs"]
             )
             trained = ops.train(config_json=config_json, pipeline_job=job, pairs=filtered.outputs["pairs"])
-            evaluated = ops.evaluate(config_json=config_json, pipeline_job=job, model=trained.outputs["model"])
+            evaluated = ops.evaluate(
+                config_json=config_json, pipeline_job=job, model=trained.outputs["model"]
+            )
             ops.register(
                 config_json=config_json,
                 pipeline_job=job,

@@ -59,6 +59,7 @@ def cmd_demo_web(args: argparse.Namespace) -> None:
 
 def cmd_scrape(args: argparse.Namespace) -> None:
     from alignpipe.data.crawl import check_seeds_reachable
+
     from components.stages import scrape_stage
 
     cfg = _config(args)
@@ -110,10 +111,18 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     group = common.add_argument_group("configuration")
     group.add_argument("--env", default="local", choices=sorted(ENV_PRESETS), help="environment preset")
-    group.add_argument("--experiment", default="tiny", choices=sorted(EXPERIMENT_PRESETS),
-                       help="experiment preset (size of data, model and training)")
-    group.add_argument("--set", action="append", metavar="KEY=VALUE",
-                       help="override one config key, e.g. --set train.steps=100 (repeatable)")
+    group.add_argument(
+        "--experiment",
+        default="tiny",
+        choices=sorted(EXPERIMENT_PRESETS),
+        help="experiment preset (size of data, model and training)",
+    )
+    group.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override one config key, e.g. --set train.steps=100 (repeatable)",
+    )
     group.add_argument("--work-dir", help="folder for the demo web, kfp artifacts and the MLflow store")
     group.add_argument("--tracking-uri", help="MLflow tracking server, e.g. http://127.0.0.1:5000")
 

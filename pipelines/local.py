@@ -68,11 +68,13 @@ def preflight(cfg: Config) -> None:
 
     if not cfg.scrape.seed_urls:
         raise InputError("scrape.seed_urls is empty: give at least one seed URL")
-    for key, path in (("eval.retrieval_set", cfg.eval.retrieval_set),
-                      ("eval.classification_set", cfg.eval.classification_set)):
+    check_seeds_reachable(cfg)
+    for key, path in (
+        ("eval.retrieval_set", cfg.eval.retrieval_set),
+        ("eval.classification_set", cfg.eval.classification_set),
+    ):
         if not path or not os.path.exists(path):
             raise InputError(f"{key}={path!r} does not exist")
-    check_seeds_reachable(cfg)
 
 
 def run_pipeline_locally(cfg: Config) -> dict:

@@ -23,8 +23,10 @@ def pipeline_summary(cfg: Config, since: float = 0.0, pipeline_job: str = "") ->
     if pipeline_job:
         query += f" and tags.`{tracking.PIPELINE_JOB_TAG}` = '{pipeline_job}'"
     parents = [
-        r for r in client.search_runs([experiment_id], query, order_by=["attributes.start_time DESC"],
-                                      max_results=5)
+        r
+        for r in client.search_runs(
+            [experiment_id], query, order_by=["attributes.start_time DESC"], max_results=5
+        )
         if r.info.start_time >= since * 1000
     ]
     if not parents:
@@ -61,13 +63,13 @@ def format_summary(summary: dict) -> str:
         lines[0] += f" in {summary['pipeline_seconds'] / 60:.1f} min"
     s = m["scrape"]
     lines.append(
-        f"  scrape    pages crawled {s.get('pages_crawled', 0):.0f}, images found {s.get('images_found', 0):.0f}, "
-        f"pairs scraped {s.get('pairs_written', 0):.0f}"
+        f"  scrape    pages crawled {s.get('pages_crawled', 0):.0f}, "
+        f"images found {s.get('images_found', 0):.0f}, pairs scraped {s.get('pairs_written', 0):.0f}"
     )
     f = m["filter"]
     lines.append(f"  filter    pairs in {f.get('input_pairs', 0):.0f}, kept {f.get('kept_pairs', 0):.0f}")
     for key in sorted(k for k in f if k.startswith("dropped.")):
-        lines.append(f"              dropped {key[len('dropped.'):]:<34} {f[key]:>6.0f}")
+        lines.append(f"              dropped {key[len('dropped.') :]:<34} {f[key]:>6.0f}")
     t = m["train"]
     lines.append(
         f"  train     {t.get('train_steps', 0):.0f} steps on {t.get('num_pairs', 0):.0f} pairs, loss "

@@ -60,8 +60,11 @@ def load_retrieval_set(json_path: str, split: str = "test") -> RetrievalSet:
     for entry in entries:
         if entry.get("split") != split:
             continue
-        paths.append(fs.join(root, entry.get("filepath", ""), entry["filename"]) if entry.get(
-            "filepath") else fs.join(root, entry["filename"]))
+        paths.append(
+            fs.join(root, entry.get("filepath", ""), entry["filename"])
+            if entry.get("filepath")
+            else fs.join(root, entry["filename"])
+        )
         for sentence in entry["sentences"]:
             captions.append(sentence["raw"])
             owner.append(len(paths) - 1)

@@ -1,0 +1,120 @@
+"""The filter funnel: how many pairs came in, how many each rule dropped, how many were kept.
+
+`funnel.json` (written by `write_funnel_json`):
+
+    {"input_pairs": 1200, "kept_pairs": 900,
+     "dropped": {"image_undecodable": 10, "image_unsafe": 0, ...}}   # every reason, REASONS order
+
+`funnel.png` (written by `plot_funnel`): one horizontal bar per step, from the
+input down to the kept pairs; each rule's bar shows the pairs remaining after it
+and, in red, the pairs it dropped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+
+from alignpipe import fs
+from alignpipe.filtering.rules import REASONS
+
+
+@dataclasses.dataclass(frozen=True)
+class FunnelReport:
+    """Counts of one filter run; `kept_pairs + sum(dropped) == input_pairs` always holds.
+
+    Attributes:
+        input_pairs: pairs read from the raw shards.
+        kept_pairs: pairs written to the filtered shards.
+        dropped: reason -> pairs dropped under it, every reason of `REASONS`, in that order.
+
+    Raises:
+        ValueError: on construction, if the reasons are not exactly `REASONS` or the
+            counts do not add up (a bug in the filter, never a property of the data).
+    """
+
+    input_pairs: int
+    kept_pairs: int
+    dropped: dict[str, int]
+
+    def __post_init__(self) -> None:
+        if tuple(self.dropped) != REASONS:
+            raise ValueError(f"funnel reasons {list(self.dropped)} are not {list(REASONS)}")
+        total = self.kept_pairs + sum(self.dropped.values())
+        if total != self.input_pairs or min(self.dropped.values(), default=0) < 0 or self.kept_pairs < 0:
+            raise ValueError(
+                f"funnel does not add up: {self.kept_pairs} kept + {sum(self.dropped.values())} dropped "
+                f"!= {self.input_pairs} input pairs ({self.dropped})"
+            )
+
+    @classmethod
+    def from_outcomes(cls, input_pairs: int, outcomes: dict[str, int]) -> FunnelReport:
+        """Builds a report from outcome counts (`"kept"` or a reason -> pairs; absent = 0).
+
+        Raises:
+            ValueError: an outcome is neither "kept" nor a reason, or counts do not add up.
+        """
+        unknown = sorted(set(outcomes) - set(REASONS) - {"kept"})
+        if unknown:
+            raise ValueError(f"unknown filter outcomes {unknown}")
+        dropped = {reason: int(outcomes.get(reason, 0)) for reason in REASONS}
+        return cls(input_pairs, int(outcomes.get("kept", 0)), dropped)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"input_pairs": self.input_pairs, "kept_pairs": self.kept_pairs, "dropped": dict(self.dropped)}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, object]) -> FunnelReport:
+        dropped = raw["dropped"]
+        return cls(int(raw["input_pairs"]), int(raw["kept_pairs"]), {r: int(dropped[r]) for r in REASONS})
+
+
+def write_funnel_json(report: FunnelReport, path: str) -> None:
+    """Writes `report.to_dict()` as JSON, reasons in `REASONS` order."""
+    fs.write_text(path, json.dumps(report.to_dict(), indent=2) + "\n")
+
+
+def read_funnel_json(path: str) -> FunnelReport:
+    return FunnelReport.from_dict(fs.read_json(path))
+
+
+def plot_funnel(report: FunnelReport, path: str) -> None:
+    """Draws the funnel as a PNG: input, then the pairs left after each rule, then kept.
+
+    Args:
+        report: the counts.
+        path: where to write the PNG (local path or URI).
+    """
+    # A bare Figure renders with the Agg canvas: no pyplot state, no GUI backend.
+    from matplotlib.figure import Figure
+
+    labels, remaining, dropped = ["input pairs"], [report.input_pairs], [0]
+    for reason in REASONS:
+        labels.append(reason.replace("_", " "))
+        remaining.append(remaining[-1] - report.dropped[reason])
+        dropped.append(report.dropped[reason])
+    labels.append("kept pairs")
+    remaining.append(report.kept_pairs)
+    dropped.append(0)
+
+    fig = Figure(figsize=(9, 0.45 * len(labels) + 1.4), layout="constrained")
+    ax = fig.add_subplot()
+    rows = range(len(labels))
+    ax.barh(rows, remaining, color="#4878a8", label="pairs remaining")
+    ax.barh(rows, dropped, left=remaining, color="#d1495b", label="dropped by this rule")
+    scale = max(report.input_pairs, 1)
+    for row, (left, gone) in enumerate(zip(remaining, dropped, strict=True)):
+        note = f"{left:,} ({100 * left / scale:.1f}%)"
+        if gone:
+            note += f"   -{gone:,}"
+        ax.text(left + gone + 0.01 * scale, row, note, va="center", fontsize=8)
+    ax.set_yticks(list(rows), labels)
+    ax.invert_yaxis()
+    ax.set_xlim(0, scale * 1.3)
+    ax.set_xlabel("image-text pairs")
+    ax.set_title(f"Filter funnel: {report.kept_pairs:,} of {report.input_pairs:,} pairs kept")
+    fig.legend(loc="outside lower center", ncols=2, fontsize=8)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    fs.write_bytes(path, buffer.getvalue())

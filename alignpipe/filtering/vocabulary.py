@@ -1,0 +1,181 @@
+"""The corpus vocabulary of ALIGN's rare-token rule, as a distributed top-K count.
+
+ALIGN drops alt-texts containing a token outside "the 100 million most frequent
+unigrams and bigrams of the raw data set". The vocabulary here is the first K
+tokens in `rank_key` order: by count, descending, ties broken by a 64-bit hash of
+the token (then the token itself), which is deterministic and does not favour any
+spelling or alphabet.
+
+At the paper's K = 100M no single worker should hold the vocabulary, so it is
+never materialised. `TopKCutoff` finds the rank key of the K-th token by exact
+radix selection, in which only small histograms are global:
+1. a histogram of counts (how many tokens occur c times: at most a few thousand
+   distinct c) locates the count c* of the K-th token and its rank n1 among the
+   tokens with count c*;
+2. among those, a histogram of the hash's top 16 bits locates the bucket and the
+   rank n2 inside it;
+3. the bucket's tokens (about 1/65536 of the count-c* tokens) are sorted on one
+   worker and the n2-th gives the cutoff key.
+A token is in the vocabulary iff `rank_key(token, count) <= cutoff`, decided
+where the token's count is (`in_vocabulary`), and `VocabularyTokensPerText`
+joins that membership back to each distinct alt-text with a CoGroupByKey on the
+token, so every step scales with the corpus.
+
+Example (the in-memory reference; the Beam transforms give the same set):
+    >>> top_k_tokens({"a": 3, "b": 1, "c": 3}, 2)
+    ['a', 'c']
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+
+import apache_beam as beam
+
+from alignpipe.filtering.rules import alt_unigrams_and_bigrams, normalise_alt_text
+
+RankKey = tuple[int, int, str]
+BUCKET_SHIFT = 48  # level-2 buckets: the top 16 bits of the 64-bit token hash
+
+
+def token_hash(token: str) -> int:
+    """A stable 64-bit hash of a token (BLAKE2b), the same on every worker and run."""
+    return int.from_bytes(hashlib.blake2b(token.encode("utf-8"), digest_size=8).digest(), "big")
+
+
+def rank_key(token: str, count: int) -> RankKey:
+    """Sort key of the vocabulary order: smaller is more frequent."""
+    return (-count, token_hash(token), token)
+
+
+def top_k_tokens(counts: Mapping[str, int], k: int) -> list[str]:
+    """The K first tokens in `rank_key` order, computed in memory (the reference)."""
+    return sorted(counts, key=lambda t: rank_key(t, counts[t]))[:k]
+
+
+def select_bucket(histogram: Mapping[int, int], rank: int) -> tuple[int, int]:
+    """Finds the bucket that holds the `rank`-th smallest element (1-based).
+
+    Args:
+        histogram: bucket -> number of elements; buckets are ordered ascending.
+        rank: 1 <= rank <= sum of the histogram.
+
+    Returns:
+        (bucket, rank of the element within that bucket, 1-based).
+    """
+    below = 0
+    for bucket in sorted(histogram):
+        if below + histogram[bucket] >= rank:
+            return bucket, rank - below
+        below += histogram[bucket]
+    raise ValueError(f"rank {rank} is beyond the {below} elements of the histogram")
+
+
+def in_vocabulary(token: str, count: int, cutoff: RankKey | None) -> bool:
+    """Whether a token of corpus count `count` is in the vocabulary (None: all are)."""
+    return cutoff is None or rank_key(token, count) <= cutoff
+
+
+def _level_one(count_histogram: dict[int, int], k: int) -> tuple[int, int] | None:
+    """(-c*, rank among count-c* tokens), or None when the corpus has <= K tokens."""
+    if sum(count_histogram.values()) <= k:
+        return None
+    return select_bucket(count_histogram, k)
+
+
+def _level_two(bucket_histogram: dict[int, int], level_one: tuple[int, int] | None):
+    return None if level_one is None else select_bucket(bucket_histogram, level_one[1])
+
+
+def _cutoff(bucket_keys: list[RankKey], level_two: tuple[int, int] | None) -> RankKey | None:
+    return None if level_two is None else sorted(bucket_keys)[level_two[1] - 1]
+
+
+class TopKCutoff(beam.PTransform):
+    """(token, count) pairs -> one element: the rank key of the K-th token, or None.
+
+    None means the corpus has at most K distinct tokens, so all are in the vocabulary.
+    """
+
+    def __init__(self, k: int):
+        super().__init__()
+        self.k = k
+
+    def expand(self, token_counts):
+        level_one = (
+            token_counts
+            | "NegatedCounts" >> beam.Map(lambda kv: -kv[1])
+            | "CountHistogram" >> beam.combiners.Count.PerElement()
+            | "CountHistogramDict" >> beam.combiners.ToDict()
+            | "LevelOne" >> beam.Map(_level_one, self.k)
+        )
+        boundary = token_counts | "AtBoundaryCount" >> beam.Filter(
+            lambda kv, one: one is not None and -kv[1] == one[0], beam.pvalue.AsSingleton(level_one)
+        )
+        level_two = (
+            boundary
+            | "HashBuckets" >> beam.Map(lambda kv: token_hash(kv[0]) >> BUCKET_SHIFT)
+            | "BucketHistogram" >> beam.combiners.Count.PerElement()
+            | "BucketHistogramDict" >> beam.combiners.ToDict()
+            | "LevelTwo" >> beam.Map(_level_two, beam.pvalue.AsSingleton(level_one))
+        )
+        return (
+            boundary
+            | "InBoundaryBucket" >> beam.Filter(
+                lambda kv, two: two is not None and token_hash(kv[0]) >> BUCKET_SHIFT == two[0],
+                beam.pvalue.AsSingleton(level_two),
+            )
+            | "RankKeys" >> beam.Map(lambda kv: rank_key(kv[0], kv[1]))
+            | "BucketKeys" >> beam.combiners.ToList()
+            | "Cutoff" >> beam.Map(_cutoff, beam.pvalue.AsSingleton(level_two))
+        )
+
+
+def _vocabulary_tokens_of_texts(element) -> Iterable[tuple[str, str]]:
+    """(token, {"in_vocabulary": [bool], "texts": [...]}) -> (text, token) per vocabulary token."""
+    token, grouped = element
+    if any(grouped["in_vocabulary"]):
+        for text in grouped["texts"]:
+            yield text, token
+
+
+class VocabularyTokensPerText(beam.PTransform):
+    """Raw alt-texts (one per pair) -> (normalised text, its tokens in the vocabulary).
+
+    The vocabulary is the top `k` unigrams + bigrams counted over the input texts
+    (every pair's occurrences count). Each distinct normalised text appears once in
+    the output, with a frozenset of those of its unigrams and bigrams that are in
+    the vocabulary; `rules.alt_has_rare_token(text, that_set)` is then exact.
+    """
+
+    def __init__(self, k: int):
+        super().__init__()
+        self.k = k
+
+    def expand(self, texts):
+        token_counts = (
+            texts
+            | "Tokens" >> beam.FlatMap(alt_unigrams_and_bigrams)
+            | "CountTokens" >> beam.combiners.Count.PerElement()
+        )
+        cutoff = token_counts | "TopK" >> TopKCutoff(self.k)
+        membership = token_counts | "Membership" >> beam.Map(
+            lambda kv, cut: (kv[0], in_vocabulary(kv[0], kv[1], cut)), beam.pvalue.AsSingleton(cutoff)
+        )
+        distinct = texts | "Normalise" >> beam.Map(normalise_alt_text) | "DistinctTexts" >> beam.Distinct()
+        text_tokens = distinct | "TokensOfText" >> beam.FlatMap(
+            lambda text: [(token, text) for token in set(alt_unigrams_and_bigrams(text))]
+        )
+        found = (
+            {"in_vocabulary": membership, "texts": text_tokens}
+            | "JoinOnToken" >> beam.CoGroupByKey()
+            | "VocabularyTokens" >> beam.FlatMap(_vocabulary_tokens_of_texts)
+        )
+        every_text = distinct | "EveryText" >> beam.Map(lambda text: (text, None))
+        return (
+            (found, every_text)
+            | "WithEveryText" >> beam.Flatten()
+            | "GroupByText" >> beam.GroupByKey()
+            | "TokenSets" >> beam.MapTuple(lambda text, toks: (text, frozenset(t for t in toks if t)))
+        )

@@ -1,0 +1,44 @@
+"""MLflow parent/stage runs across processes, on a real local SQLite store."""
+
+from __future__ import annotations
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from alignpipe.config import load_config
+from components import tracking
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    return load_config("local", "tiny", [f"runner.work_dir={tmp_path}"])
+
+
+def test_default_store_is_sqlite_in_the_work_dir(cfg, tmp_path):
+    assert tracking.tracking_uri(cfg) == f"sqlite:///{tmp_path}/mlflow.db"
+
+
+def test_stages_nest_under_one_parent_which_the_exit_task_ends(cfg):
+    parent = tracking.start_pipeline_run(cfg, "align-123")
+    assert tracking.start_pipeline_run(cfg, "align-123") == parent  # a retried first task
+    for stage in ("scrape", "filter"):
+        with tracking.stage_run(cfg, "align-123", stage):
+            mlflow.log_metric("pairs", 3)
+    assert tracking.finish_pipeline_run(cfg, "align-123", succeeded=False) == parent
+    client = MlflowClient(tracking.tracking_uri(cfg))
+    assert client.get_run(parent).info.status == "FAILED"
+    assert client.get_run(parent).data.params["train.steps"] == str(cfg.train.steps)
+    children = client.search_runs(
+        [client.get_run(parent).info.experiment_id], f"tags.mlflow.parentRunId = '{parent}'"
+    )
+    assert sorted(c.data.tags[tracking.STAGE_TAG] for c in children) == ["filter", "scrape"]
+    assert all(c.data.metrics["pairs"] == 3 for c in children)
+
+
+def test_standalone_stage_is_a_top_level_run_with_the_config(cfg):
+    with tracking.stage_run(cfg, "", "train") as run:
+        run_id = run.info.run_id
+    data = MlflowClient(tracking.tracking_uri(cfg)).get_run(run_id).data
+    assert "mlflow.parentRunId" not in data.tags
+    assert data.params["experiment"] == "tiny"

@@ -1,0 +1,65 @@
+"""Input mistakes end in one clear message and exit status 2, never a traceback."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.pipelines.conftest import run_cli
+
+
+def _one_clear_error(proc, *fragments: str) -> None:
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr + proc.stdout
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("alignpipe: error:")]
+    assert len(errors) == 1, proc.stderr
+    for fragment in fragments:
+        assert fragment in errors[0]
+
+
+@pytest.mark.parametrize(
+    ("override", "fragments"),
+    [
+        ("train.stepz=3", ("unknown config key", "train.stepz")),
+        ("train.steps=many", ("train.steps", "not a valid int")),
+        ("train.optimizer=sgd", ("train.optimizer", "lamb")),
+        ("filter.max_aspect_ratio=0.5", ("filter.max_aspect_ratio", "> 1")),
+        ("scrape.seed_urls=ftp://example.org/", ("scrape.seed_urls", "http")),
+    ],
+)
+def test_bad_config_key_or_value(override, fragments, tmp_path):
+    _one_clear_error(run_cli("run", "--work-dir", str(tmp_path), "--set", override), *fragments)
+
+
+def test_missing_input_folder(tmp_path):
+    missing = str(tmp_path / "nowhere")
+    _one_clear_error(
+        run_cli("filter", "--in", missing, "--out", str(tmp_path / "out"), "--work-dir", str(tmp_path)),
+        missing,
+        "does not exist",
+    )
+
+
+def test_unreachable_seed_url(tmp_path):
+    from tests.pipelines.conftest import free_port
+
+    seed = f"http://127.0.0.1:{free_port()}/"
+    proc = run_cli(
+        "run",
+        "--work-dir",
+        str(tmp_path),
+        "--set",
+        f"scrape.seed_urls={seed}",
+        "--set",
+        f"eval.retrieval_set={tmp_path}/r.json",
+    )
+    _one_clear_error(proc, seed, "unreachable")
+    proc = run_cli("scrape", "--seed", seed, "--out", str(tmp_path / "raw"), "--work-dir", str(tmp_path))
+    _one_clear_error(proc, seed, "unreachable")
+
+
+def test_help_lists_every_command():
+    proc = run_cli("--help")
+    assert proc.returncode == 0
+    for command in ("run", "compile", "demo-web", "scrape", "filter", "train", "evaluate", "register"):
+        assert command in proc.stdout
+        assert run_cli(command, "--help").returncode == 0

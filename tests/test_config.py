@@ -1,0 +1,90 @@
+"""Configuration: merge order, overrides, validation, JSON round trip."""
+
+from __future__ import annotations
+
+import pytest
+
+from alignpipe.config import EXPERIMENT_PRESETS, Config, load_config
+from alignpipe.errors import ConfigError
+
+
+def test_paper_preset_is_the_published_recipe():
+    cfg = load_config("local", "paper")
+    assert (cfg.filter.min_image_short_side, cfg.filter.max_aspect_ratio) == (200, 3.0)
+    assert (cfg.filter.max_alts_per_image, cfg.filter.max_images_per_alt) == (1000, 10)
+    assert (cfg.filter.min_alt_words, cfg.filter.max_alt_words) == (3, 20)
+    assert cfg.filter.rare_token_vocab_size == 100_000_000
+    assert (cfg.train.batch_size, cfg.train.learning_rate, cfg.train.warmup_steps) == (16384, 1e-3, 10_000)
+    assert (cfg.train.temperature_init, cfg.train.label_smoothing) == (1.0, 0.1)
+    assert cfg.train.optimizer == "lamb" and cfg.train.weight_decay == 1e-5
+    assert cfg.model.max_text_tokens == 64 and cfg.model.embed_dim == 640
+
+
+def test_overrides_win_over_presets_which_win_over_defaults():
+    cfg = load_config(
+        "local",
+        "tiny",
+        [
+            "train.steps=7",
+            "scrape.seed_urls=http://a/,http://b/",
+            "train.random_flip=true",
+            "train.learning_rate=0.5",
+        ],
+    )
+    assert cfg.train.steps == 7
+    assert cfg.scrape.seed_urls == ("http://a/", "http://b/")
+    assert cfg.train.random_flip is True and cfg.train.learning_rate == 0.5
+    assert cfg.train.batch_size == EXPERIMENT_PRESETS["tiny"]["train.batch_size"]
+    assert cfg.train.label_smoothing == 0.1  # default, untouched by tiny
+
+
+def test_json_round_trip_is_exact():
+    cfg = load_config("local", "tiny", ["eval.recall_ks=1,5"])
+    assert Config.from_json(cfg.to_json()) == cfg
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["train.stepz=1"], "unknown config key 'train.stepz'"),
+        (["nope.steps=1"], "unknown config key 'nope.steps'"),
+        (["train=1"], "is a section"),
+        (["train.steps"], "key=value"),
+        (["train.steps=ten"], "train.steps='ten' is not a valid int"),
+        (["train.random_flip=maybe"], "train.random_flip='maybe' is not a valid bool"),
+        (["train.steps=0"], "train.steps=0 must be > 0"),
+        (["train.strategy=gpu"], "train.strategy='gpu' is not allowed"),
+        (["filter.min_alt_words=30"], "filter.min_alt_words=30"),
+        (["model.image_size=512"], "model.image_resize"),
+        (["model.text_heads=3"], "model.text_hidden_dim"),
+        (["eval.prompt_templates=a photo"], "a template containing {}"),
+        (["scrape.seed_urls=example.org"], "an http(s) URL"),
+    ],
+)
+def test_bad_values_name_the_key(overrides, message):
+    with pytest.raises(
+        ConfigError,
+        match=message.replace("(", r"\(").replace(")", r"\)").replace("{", r"\{").replace("}", r"\}"),
+    ):
+        load_config("local", "tiny", overrides)
+
+
+def test_unknown_presets():
+    with pytest.raises(ConfigError, match="unknown environment preset 'mars'"):
+        load_config("mars", "tiny")
+    with pytest.raises(ConfigError, match="unknown experiment preset 'huge'"):
+        load_config("local", "huge")
+
+
+def test_from_json_rejects_unknown_keys_and_wrong_types():
+    with pytest.raises(ConfigError, match="unknown config key 'train.stepz'"):
+        Config.from_json('{"train": {"stepz": 1}}')
+    with pytest.raises(ConfigError, match="train.steps='1' must be of type int"):
+        Config.from_json('{"train": {"steps": "1"}}')
+    with pytest.raises(ConfigError, match="malformed"):
+        Config.from_json("{")
+
+
+def test_every_preset_value_is_valid():
+    for experiment in EXPERIMENT_PRESETS:
+        load_config("local", experiment)
