@@ -100,5 +100,6 @@ class AlignTokenizer:
         texts = []
         for row in tf.convert_to_tensor(token_ids).numpy().tolist():
             kept = [t for t in row if t not in (self.pad_id, self.cls_id, self.sep_id)]
-            texts.append(self._word_piece.detokenize([kept]).numpy()[0].decode("utf-8") if kept else "")
+            text = self._word_piece.detokenize(kept) if kept else ""
+            texts.append(text.decode("utf-8") if isinstance(text, bytes) else str(text))
         return texts
