@@ -45,6 +45,7 @@ class ScrapeConfig:
     user_agent: str = "alignpipe-bot/0.1 (+https://github.com/alignpipe/alignpipe)"
     request_timeout_s: float = 10.0
     max_image_bytes: int = 20_000_000
+    max_page_bytes: int = 5_000_000
     download_threads: int = 16
     num_shards: int = 16
 

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import time
+import warnings
 from collections.abc import Iterator
 
 from alignpipe.config import Config
@@ -89,6 +90,8 @@ def run_pipeline_locally(cfg: Config) -> dict:
         preflight(cfg)
         root = os.path.join(cfg.runner.work_dir, "kfp-root")
         local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=root)
+        # kfp warns about any base image whose name lacks "python"; ours are Python images.
+        warnings.filterwarnings("ignore", message="You may be attemping", category=RuntimeWarning)
         started = time.time()
         try:
             build_pipeline(cfg)(config_json=cfg.to_json())

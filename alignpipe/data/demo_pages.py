@@ -132,9 +132,8 @@ def _document(title: str, links: list[str], images: list[Img], rng: random.Rando
         f"<p>{html.escape(' '.join(rng.sample(_SENTENCES, 3)))}</p>",
     ]
     for img in images:
-        body.append(
-            f"<figure>{_img_tag(img, rng, base)}<figcaption>{html.escape(rng.choice(_SENTENCES))}</figcaption></figure>"
-        )
+        caption = html.escape(rng.choice(_SENTENCES))
+        body.append(f"<figure>{_img_tag(img, rng, base)}<figcaption>{caption}</figcaption></figure>")
     body.append("</main>\n<footer><ul>")
     body += [f'<li><a href="{html.escape(link)}">{html.escape(_link_text(link))}</a></li>' for link in links]
     body.append("</ul><p>&copy; Shapes Gallery</p></footer>")

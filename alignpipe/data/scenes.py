@@ -172,12 +172,12 @@ def render(scene: Scene, size: int | tuple[int, int] = 96) -> Image.Image:
     draw = ImageDraw.Draw(image)
     short = min(width, height) * scale
     for obj in scene.objects:
-        radius = SIZES[obj.size] * short / 2
+        radius = SIZES[obj.size] * short / 2 * (0.8 if obj.count == 3 else 1.0)  # three must fit a row
         for cx, cy in _centres(obj, len(scene.objects) > 1, scene.jitter):
             x = min(max(cx * width * scale, radius + scale), width * scale - radius - scale)
             y = min(max(cy * height * scale, radius + scale), height * scale - radius - scale)
             _draw_shape(draw, obj.shape, x, y, radius, COLOURS[obj.colour])
-    return image.resize((width, height), Image.Resampling.LANCZOS)
+    return image.reduce(scale)
 
 
 def _background(scene: Scene, width: int, height: int, scale: int) -> Image.Image:
@@ -200,7 +200,7 @@ def _centres(obj: SceneObject, paired: bool, jitter: tuple[float, float]) -> lis
     x, y = x + jitter[0], y + jitter[1]
     if obj.count == 1:
         return [(x, y)]
-    offsets = (-0.2, 0.2) if obj.count == 2 else (-0.3, 0.0, 0.3)
+    offsets = (-0.2, 0.2) if obj.count == 2 else (-0.31, 0.0, 0.31)
     if obj.position in ("left", "right"):  # a column
         return [(x, 0.5 + o + jitter[1]) for o in offsets]
     return [(0.5 + o + jitter[0], y) for o in offsets]  # a row

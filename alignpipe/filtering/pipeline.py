@@ -104,7 +104,9 @@ def run_filter(cfg: Config, in_dir: str, out_dir: str) -> FunnelReport:
     plot_funnel(report, fs.join(out_dir, FUNNEL_PNG))
     log.info(
         "filter: kept %d of %d pairs in %.1f s; dropped %s",
-        report.kept_pairs, report.input_pairs, time.monotonic() - start,
+        report.kept_pairs,
+        report.input_pairs,
+        time.monotonic() - start,
         {k: v for k, v in report.dropped.items() if v},
     )
     return report
@@ -156,8 +158,13 @@ def decode_image_facts(image_bytes: bytes) -> tuple[bool, int, int, int | None]:
 
 def dropped_record_json(pair: ImageTextPair, reason: str) -> str:
     """One line of `dropped-*.jsonl`."""
-    record = {"image_url": pair.image_url, "page_url": pair.page_url, "sha256": pair.sha256,
-              "text": pair.text, "reason": reason}
+    record = {
+        "image_url": pair.image_url,
+        "page_url": pair.page_url,
+        "sha256": pair.sha256,
+        "text": pair.text,
+        "reason": reason,
+    }
     return json.dumps(record, ensure_ascii=False)
 
 
@@ -203,8 +210,16 @@ class _DecidePairs(beam.DoFn):
         members = grouped["pairs"]
         images_per_alt = len({pair.sha256 for pair, _ in members})
         for pair, image in members:
-            facts = PairFacts(image.decodable, image.width, image.height, image.phash, pair.text,
-                              image.alts_per_image, images_per_alt, vocabulary_tokens)
+            facts = PairFacts(
+                image.decodable,
+                image.width,
+                image.height,
+                image.phash,
+                pair.text,
+                image.alts_per_image,
+                images_per_alt,
+                vocabulary_tokens,
+            )
             reason = drop_reason(facts, self.cfg, eval_index, unsafe_index)
             yield beam.pvalue.TaggedOutput("outcome", reason or "kept")
             if reason is None:
@@ -228,14 +243,21 @@ def _build(p, cfg: FilterConfig, shards, eval_paths, out_dir: str, counts_path: 
         | "Read" >> beam.io.ReadAllFromTFRecord(compression_type=CompressionTypes.GZIP, with_filename=True)
         | "Parse" >> beam.Map(_parse_pair)
     )
-    eval_hashes = p | "EvalImages" >> beam.Create(eval_paths) | "EvalPHash" >> beam.Map(_evaluation_image_phash)
+    eval_hashes = (
+        p | "EvalImages" >> beam.Create(eval_paths) | "EvalPHash" >> beam.Map(_evaluation_image_phash)
+    )
     eval_index = _hash_index(eval_hashes, "Eval", cfg.eval_duplicate_max_hamming)
     blocklist = [cfg.unsafe_image_blocklist] if cfg.unsafe_image_blocklist else []
-    unsafe_hashes = p | "Blocklist" >> beam.Create(blocklist) | "ReadBlocklist" >> beam.FlatMap(read_blocklist)
+    unsafe_hashes = (
+        p | "Blocklist" >> beam.Create(blocklist) | "ReadBlocklist" >> beam.FlatMap(read_blocklist)
+    )
     unsafe_index = _hash_index(unsafe_hashes, "Unsafe", cfg.unsafe_image_max_hamming)
 
-    vocabulary_tokens = pairs | "Texts" >> beam.Map(lambda pair: pair.text) | "Vocabulary" >> (
-        VocabularyTokensPerText(cfg.rare_token_vocab_size))
+    vocabulary_tokens = (
+        pairs
+        | "Texts" >> beam.Map(lambda pair: pair.text)
+        | "Vocabulary" >> (VocabularyTokensPerText(cfg.rare_token_vocab_size))
+    )
     judged_images = (
         pairs
         | "ByImage" >> beam.Map(lambda pair: (pair.sha256, pair))
@@ -245,23 +267,30 @@ def _build(p, cfg: FilterConfig, shards, eval_paths, out_dir: str, counts_path: 
     decided = (
         {"pairs": judged_images, "vocabulary_tokens": vocabulary_tokens}
         | "GroupByText" >> beam.CoGroupByKey()
-        | "Decide" >> beam.ParDo(
+        | "Decide"
+        >> beam.ParDo(
             _DecidePairs(cfg), beam.pvalue.AsSingleton(eval_index), beam.pvalue.AsSingleton(unsafe_index)
         ).with_outputs("dropped", "outcome", main="kept")
     )
     decided.kept | "WriteKept" >> beam.io.WriteToTFRecord(
-        shard_prefix(out_dir), file_name_suffix=SHARD_SUFFIX, num_shards=cfg.num_shards,
-        compression_type=CompressionTypes.GZIP)
+        shard_prefix(out_dir),
+        file_name_suffix=SHARD_SUFFIX,
+        num_shards=cfg.num_shards,
+        compression_type=CompressionTypes.GZIP,
+    )
     decided.dropped | "WriteDropped" >> beam.io.WriteToText(
-        fs.join(out_dir, DROPPED_PREFIX), file_name_suffix=DROPPED_SUFFIX, num_shards=cfg.num_shards)
+        fs.join(out_dir, DROPPED_PREFIX), file_name_suffix=DROPPED_SUFFIX, num_shards=cfg.num_shards
+    )
     input_count = pairs | "CountInput" >> beam.combiners.Count.Globally()
     (
         decided.outcome
         | "CountOutcomes" >> beam.combiners.Count.PerElement()
         | "OutcomeDict" >> beam.combiners.ToDict()
-        | "CountsJson" >> beam.Map(
+        | "CountsJson"
+        >> beam.Map(
             lambda outcomes, n: json.dumps({"input_pairs": n, "outcomes": outcomes}),
-            beam.pvalue.AsSingleton(input_count))
+            beam.pvalue.AsSingleton(input_count),
+        )
         | "WriteCounts" >> beam.io.WriteToText(counts_path, shard_name_template="", num_shards=1)
     )
 
@@ -269,8 +298,11 @@ def _build(p, cfg: FilterConfig, shards, eval_paths, out_dir: str, counts_path: 
 def _remove_earlier_outputs(out_dir: str) -> None:
     patterns = [shard_pattern(out_dir), fs.join(out_dir, f"{DROPPED_PREFIX}-*{DROPPED_SUFFIX}")]
     stale = [path for pattern in patterns for path in fs.glob(pattern)]
-    stale += [fs.join(out_dir, name) for name in (FUNNEL_JSON, FUNNEL_PNG, _COUNTS_FILE)
-              if fs.exists(fs.join(out_dir, name))]
+    stale += [
+        fs.join(out_dir, name)
+        for name in (FUNNEL_JSON, FUNNEL_PNG, _COUNTS_FILE)
+        if fs.exists(fs.join(out_dir, name))
+    ]
     if stale:
         log.info("filter: replacing %d earlier output files in %s", len(stale), out_dir)
         fs.delete(stale)

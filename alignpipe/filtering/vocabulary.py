@@ -96,13 +96,19 @@ class TopKCutoff(beam.PTransform):
     """(token, count) pairs -> one element: the rank key of the K-th token, or None.
 
     None means the corpus has at most K distinct tokens, so all are in the vocabulary.
+
+    Args:
+        k: vocabulary size.
+        bucket_shift: level-2 buckets are `token_hash >> bucket_shift` (48: 65536 buckets).
     """
 
-    def __init__(self, k: int):
+    def __init__(self, k: int, bucket_shift: int = BUCKET_SHIFT):
         super().__init__()
         self.k = k
+        self.bucket_shift = bucket_shift
 
     def expand(self, token_counts):
+        shift = self.bucket_shift
         level_one = (
             token_counts
             | "NegatedCounts" >> beam.Map(lambda kv: -kv[1])
@@ -115,15 +121,16 @@ class TopKCutoff(beam.PTransform):
         )
         level_two = (
             boundary
-            | "HashBuckets" >> beam.Map(lambda kv: token_hash(kv[0]) >> BUCKET_SHIFT)
+            | "HashBuckets" >> beam.Map(lambda kv: token_hash(kv[0]) >> shift)
             | "BucketHistogram" >> beam.combiners.Count.PerElement()
             | "BucketHistogramDict" >> beam.combiners.ToDict()
             | "LevelTwo" >> beam.Map(_level_two, beam.pvalue.AsSingleton(level_one))
         )
         return (
             boundary
-            | "InBoundaryBucket" >> beam.Filter(
-                lambda kv, two: two is not None and token_hash(kv[0]) >> BUCKET_SHIFT == two[0],
+            | "InBoundaryBucket"
+            >> beam.Filter(
+                lambda kv, two: two is not None and token_hash(kv[0]) >> shift == two[0],
                 beam.pvalue.AsSingleton(level_two),
             )
             | "RankKeys" >> beam.Map(lambda kv: rank_key(kv[0], kv[1]))

@@ -63,6 +63,8 @@ class TextEncoder(keras.Model):
             max_sequence_length=max_sequence_length,
             name="bert",
         )
+        # The [CLS] embedding replaces BERT's tanh pooler, which would get no gradient.
+        bert.get_layer("pooled_dense").trainable = False
         projection = keras.layers.Dense(embed_dim, name="text_projection")
         normalize = keras.layers.UnitNormalization(axis=-1, name="text_embedding")
 

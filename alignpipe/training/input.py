@@ -1,0 +1,93 @@
+"""tf.data input: filtered (image, alt-text) TFRecord shards -> training batches."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from alignpipe import fs
+from alignpipe.config import ModelConfig, TrainConfig
+from alignpipe.data.records import COMPRESSION, FEATURE_SPEC, shard_pattern
+from alignpipe.errors import InputError
+from alignpipe.model.image_preprocessing import preprocess_for_train
+from alignpipe.model.tokenizer import AlignTokenizer
+
+_PAIR_FEATURES = {key: FEATURE_SPEC[key] for key in ("image/encoded", "text")}
+
+
+def pair_files(data_dir: str) -> list[str]:
+    """The pair shards (`pairs-*.tfrecord.gz`) in `data_dir`, sorted.
+
+    Raises:
+        InputError: `data_dir` is empty, missing or holds no pair shards.
+    """
+    files = fs.glob(shard_pattern(data_dir)) if data_dir else []
+    if not files:
+        raise InputError(f"training data {data_dir!r} has no pair shards matching {shard_pattern(data_dir)!r}")
+    return files
+
+
+def text_dataset(files: list[str]) -> tf.data.Dataset:
+    """The alt-texts of every pair in `files`, in file order: scalar tf.string."""
+    records = tf.data.TFRecordDataset(files, compression_type=COMPRESSION)
+    text_spec = {"text": FEATURE_SPEC["text"]}
+    return records.map(
+        lambda record: tf.io.parse_single_example(record, text_spec)["text"],
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+
+
+def count_pairs(files: list[str]) -> int:
+    """The number of records in `files` (one pass over the data)."""
+    records = tf.data.TFRecordDataset(files, compression_type=COMPRESSION)
+    return int(records.reduce(tf.constant(0, tf.int64), lambda count, _: count + 1))
+
+
+def train_dataset(
+    files: list[str],
+    tokenizer: AlignTokenizer,
+    model: ModelConfig,
+    train: TrainConfig,
+    batch_size: int,
+) -> tf.data.Dataset:
+    """Endless shuffled batches for training.
+
+    Shards are shuffled and interleaved, records shuffled in a
+    `train.shuffle_buffer` window; images are decoded (any format), resized to
+    `model.image_resize`, randomly cropped to `model.image_size` and optionally
+    flipped; texts are tokenized per batch. Records whose image cannot be decoded
+    are skipped with a logged warning (the filter stage already drops them).
+
+    Args:
+        files: pair shards, from `pair_files`.
+        tokenizer: the run's tokenizer.
+        model: image and text sizes.
+        train: `shuffle_buffer`, `random_flip`, `seed`.
+        batch_size: examples per batch (the global batch, or a replica's share).
+
+    Returns:
+        Dataset of dicts: `images` float32 `[batch_size, image_size, image_size, 3]`
+        in [0, 255], `token_ids`, `segment_ids` int32 and `padding_mask` bool
+        `[batch_size, max_text_tokens]`.
+    """
+    shards = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=train.seed).repeat()
+    records = shards.interleave(
+        lambda path: tf.data.TFRecordDataset(path, compression_type=COMPRESSION),
+        cycle_length=min(len(files), 16),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=False,
+    )
+
+    def decode(record: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        pair = tf.io.parse_single_example(record, _PAIR_FEATURES)
+        image = preprocess_for_train(
+            pair["image/encoded"], model.image_size, model.image_resize, train.random_flip
+        )
+        return image, pair["text"]
+
+    def tokenize(images: tf.Tensor, texts: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"images": images, **tokenizer(texts)}
+
+    pairs = records.shuffle(train.shuffle_buffer, seed=train.seed)
+    pairs = pairs.map(decode, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors(log_warning=True)
+    batches = pairs.batch(batch_size, drop_remainder=True)
+    return batches.map(tokenize, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

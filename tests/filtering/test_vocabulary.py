@@ -1,0 +1,92 @@
+import random
+from collections import Counter
+
+import apache_beam as beam
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.testing.util import assert_that, equal_to
+
+from alignpipe.filtering.rules import alt_unigrams_and_bigrams, normalise_alt_text
+from alignpipe.filtering.vocabulary import (
+    TopKCutoff,
+    VocabularyTokensPerText,
+    in_vocabulary,
+    rank_key,
+    select_bucket,
+    token_hash,
+    top_k_tokens,
+)
+
+TEXTS = ["a red dog", "A red cat", "a red dog!", "blue dog", "a blue bird", "zebra", "red dog a"]
+
+
+def _pipeline() -> beam.Pipeline:
+    return beam.Pipeline(options=PipelineOptions(["--runner=DirectRunner"]))
+
+
+def test_top_k_on_a_toy_corpus():
+    counts = Counter(t for text in TEXTS for t in alt_unigrams_and_bigrams(text))
+    assert counts["red"] == 4 and counts["a"] == 5 and counts["dog"] == 4 and counts["red dog"] == 3
+    assert top_k_tokens(counts, 1) == ["a"]
+    assert set(top_k_tokens(counts, 3)) == {"a", "red", "dog"}
+    assert counts["a red"] == counts["red dog"] == 3  # a tie, broken by token_hash
+    first_of_tie = min(["red dog", "a red"], key=token_hash)
+    assert top_k_tokens(counts, 4)[3] == first_of_tie
+    assert len(top_k_tokens(counts, 1000)) == len(counts)
+
+
+def test_rank_key_and_membership():
+    assert rank_key("x", 5) < rank_key("y", 4)
+    assert in_vocabulary("anything", 1, None)
+    cutoff = rank_key("b", 3)
+    assert (
+        in_vocabulary("b", 3, cutoff) and in_vocabulary("z", 4, cutoff) and not in_vocabulary("z", 2, cutoff)
+    )
+
+
+def test_select_bucket():
+    histogram = {5: 2, 1: 3, 9: 1}  # sorted: 1,1,1,5,5,9
+    assert [select_bucket(histogram, r) for r in range(1, 7)] == [
+        (1, 1),
+        (1, 2),
+        (1, 3),
+        (5, 1),
+        (5, 2),
+        (9, 1),
+    ]
+    with pytest.raises(ValueError):
+        select_bucket(histogram, 7)
+
+
+def test_distributed_cutoff_equals_the_in_memory_top_k():
+    rng = random.Random(0)
+    words = [f"w{i}" for i in range(60)]
+    corpus = [" ".join(rng.choices(words, weights=range(60, 0, -1), k=rng.randint(1, 6))) for _ in range(300)]
+    counts = Counter(t for text in corpus for t in alt_unigrams_and_bigrams(text))
+    ks = [1, 17, 50, 200, len(counts), len(counts) + 5]
+    with _pipeline() as p:
+        token_counts = p | beam.Create(sorted(counts.items()))
+        for k in ks:
+            for shift in (48, 62) if k in (50, 200) else (62,):  # 62: 4 buckets, level 3 sorts many
+                cutoff = token_counts | f"Cutoff{k}_{shift}" >> TopKCutoff(k, bucket_shift=shift)
+                vocabulary = token_counts | f"Members{k}_{shift}" >> beam.FlatMap(
+                    lambda kv, cut: [kv[0]] if in_vocabulary(kv[0], kv[1], cut) else [],
+                    beam.pvalue.AsSingleton(cutoff),
+                )
+                assert_that(vocabulary, equal_to(top_k_tokens(counts, k)), label=f"Check{k}_{shift}")
+    ranked = sorted(counts.values(), reverse=True)
+    assert ranked[49] == ranked[50] and ranked[199] == ranked[200]  # K = 50, 200 split a tie
+
+
+def test_vocabulary_tokens_per_text():
+    counts = Counter(t for text in TEXTS for t in alt_unigrams_and_bigrams(text))
+    k = 6
+    vocabulary = set(top_k_tokens(counts, k))
+    expected = {
+        normalise_alt_text(t): frozenset(x for x in alt_unigrams_and_bigrams(t) if x in vocabulary)
+        for t in TEXTS
+    }
+    assert expected["zebra"] == frozenset() and "a red dog" in expected
+    with _pipeline() as p:
+        result = p | beam.Create(TEXTS) | VocabularyTokensPerText(k)
+        assert_that(result, equal_to(sorted(expected.items())))

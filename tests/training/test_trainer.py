@@ -1,0 +1,103 @@
+"""train(): a few real steps on synthetic shards, the model directory, input errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from alignpipe.config import Config, load_config
+from alignpipe.errors import InputError
+from alignpipe.model.encoder import AlignEncoder
+from alignpipe.training.trainer import TrainResult, train
+from tests.training.conftest import encode, square_image
+
+SMALL = [
+    "model.image_size=32",
+    "model.image_resize=36",
+    "model.text_layers=1",
+    "model.text_hidden_dim=16",
+    "model.text_heads=2",
+    "model.text_intermediate_dim=32",
+    "model.max_text_tokens=10",
+    "model.vocab_size=80",
+    "model.embed_dim=16",
+    "train.batch_size=8",
+    "train.steps=4",
+    "train.warmup_steps=2",
+    "train.log_every_steps=2",
+    "train.shuffle_buffer=16",
+]
+
+
+@pytest.mark.large
+def test_train_writes_a_loadable_model_dir(shards_dir, tmp_path):
+    cfg = load_config("local", "tiny", SMALL)
+    model_dir = str(tmp_path / "model")
+    logged: list[dict] = []
+    result = train(cfg, shards_dir, model_dir, on_log=logged.append)
+
+    assert isinstance(result, TrainResult)
+    assert (result.steps, result.num_pairs, result.model_dir) == (4, 48, model_dir)
+    assert [row["step"] for row in logged] == [1, 2, 4]
+    assert set(logged[0]) == {"step", "loss", "temperature", "learning_rate", "examples_per_s"}
+    np.testing.assert_allclose(logged[0]["loss"], 2 * np.log(8), rtol=0.05)  # chance at the start
+    np.testing.assert_allclose([row["learning_rate"] for row in logged], [1e-3, 2e-3, 1e-3], rtol=1e-5)
+    assert result.final_loss == logged[-1]["loss"] and result.final_temperature == pytest.approx(
+        logged[-1]["temperature"]
+    )
+    assert result.final_temperature != 1.0  # the temperature is trained
+
+    files = sorted(os.listdir(model_dir))
+    assert files == ["history.json", "model.keras", "model_config.json", "training_curves.png", "vocab.txt"]
+    with open(os.path.join(model_dir, "history.json")) as f:
+        assert json.load(f) == logged
+    with open(os.path.join(model_dir, "model_config.json")) as f:
+        assert Config.from_json(f.read()) == cfg
+    with open(os.path.join(model_dir, "training_curves.png"), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+    encoder = AlignEncoder.load(model_dir)
+    texts = encoder.embed_texts(["a red square on the left", "a blue square", "zebra"])
+    images = encoder.embed_images([encode(square_image("red", "left", (50, 40)), "jpeg")] * 2)
+    pixels = encoder.embed_images(np.stack([square_image("green", "right", (50, 40))] * 3))
+    for embeddings, n in ((texts, 3), (images, 2), (pixels, 3)):
+        assert embeddings.shape == (n, 16) and embeddings.dtype == np.float32
+        np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, rtol=1e-5)
+
+
+def test_missing_data_dir_is_an_input_error(tmp_path):
+    with pytest.raises(InputError, match="no pair shards"):
+        train(load_config("local", "tiny", SMALL), str(tmp_path / "nothing"), str(tmp_path / "model"))
+
+
+def test_fewer_pairs_than_a_batch_is_an_input_error(shards_dir, tmp_path):
+    cfg = load_config("local", "tiny", SMALL + ["train.batch_size=64"])
+    with pytest.raises(InputError, match="48 pairs, fewer than one batch"):
+        train(cfg, shards_dir, str(tmp_path / "model"))
+
+
+@pytest.mark.large
+def test_train_under_mirrored_strategy_on_two_cpus(shards_dir, tmp_path):
+    """The whole trainer on 2 logical CPUs (configured before TF starts: a subprocess)."""
+    model_dir = str(tmp_path / "model")
+    code = (
+        "import sys, tensorflow as tf\n"
+        "cpu = tf.config.list_physical_devices('CPU')[0]\n"
+        "tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)\n"
+        "from alignpipe.config import load_config\n"
+        "from alignpipe.training.trainer import train\n"
+        f"cfg = load_config('local', 'tiny', {SMALL + ['train.strategy=mirrored']!r})\n"
+        f"result = train(cfg, {shards_dir!r}, {model_dir!r})\n"
+        "print('LOSSES', [row['loss'] for row in result.history])\n"
+    )
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    losses = json.loads(out.stdout.split("LOSSES", 1)[1].strip())
+    np.testing.assert_allclose(losses[0], 2 * np.log(8), rtol=0.05)  # the global batch's chance level
+    assert AlignEncoder.load(model_dir).embed_texts(["a red square"]).shape == (1, 16)
