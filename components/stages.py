@@ -107,7 +107,8 @@ def evaluate_stage(
     report_path: str = "",
 ) -> dict[str, float]:
     """Zero-shot retrieval and classification of the model in `model_dir`."""
-    from alignpipe.evaluation.evaluate import evaluate, write_retrieval_examples_html
+    from alignpipe.evaluation.evaluate import evaluate
+    from alignpipe.evaluation.examples_html import write_retrieval_examples_html
 
     cfg = Config.from_json(config_json)
     with tracking.stage_run(cfg, pipeline_job, "evaluate"):

@@ -54,7 +54,7 @@ def cmd_demo_web(args: argparse.Namespace) -> None:
     from alignpipe.data.demo_web import write_demo_web
 
     demo = write_demo_web(args.out, seed=args.seed)
-    print(json.dumps(demo.to_dict() if hasattr(demo, "to_dict") else vars(demo), indent=2, default=str))
+    print(json.dumps(demo.to_dict(), indent=2))
 
 
 def cmd_scrape(args: argparse.Namespace) -> None:

@@ -60,7 +60,7 @@ def demo_site(cfg: Config) -> Iterator[Config]:
     cfg, demo = with_demo_inputs(cfg)
     with serve_folder(demo.site_dir) as base_url:
         log.info("serving the demo web from %s at %s", demo.site_dir, base_url)
-        yield cfg.replace(scrape__seed_urls=(base_url + "index.html",))
+        yield cfg.replace(scrape__seed_urls=(base_url,))
 
 
 def preflight(cfg: Config) -> None:

@@ -123,7 +123,7 @@ class Scene:
     lighting: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 0.0)
 
     def layout_key(self) -> tuple:
-        """The scene without its jitter: scenes with equal keys differ only by a small shift."""
+        """The scene without jitter and lighting: equal keys differ only by a shift and shading."""
         return (self.objects, self.background)
 
 

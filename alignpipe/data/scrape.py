@@ -232,6 +232,7 @@ class DownloadHostImagesFn(beam.DoFn):
         from concurrent.futures import ThreadPoolExecutor
 
         self.pool = ThreadPoolExecutor(self.cfg.download_threads, thread_name_prefix="download")
+        self._last_request = 0.0  # monotonic time of the last request, when robots.txt sets a delay
 
     def teardown(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -268,8 +269,9 @@ class DownloadHostImagesFn(beam.DoFn):
         if delay_s > 0:  # robots.txt asks for one request at a time
             results = []
             for url, _ in batch:
+                time.sleep(max(0.0, self._last_request + delay_s - time.monotonic()))
+                self._last_request = time.monotonic()
                 results.append(get(url))
-                time.sleep(delay_s)
         else:
             results = list(self.pool.map(get, [url for url, _ in batch]))
         for (url, uses), fetched in zip(batch, results, strict=True):

@@ -17,8 +17,9 @@ Shape of the pipeline (every statistic is computed over the RAW input, as the pa
     evaluation images -> pHash -> PHashIndex (side input)
     blocklist file    -> PHashIndex (side input)
 
-Only the pHash indexes are side inputs; they hold evaluation-set and blocklist
-hashes (thousands to millions of 64-bit ints), not corpus-sized data.
+The side inputs are small: the pHash indexes of the evaluation images and of the
+blocklist (thousands to millions of 64-bit ints) and the vocabulary's cutoff key;
+corpus-sized data (pairs, counts, the vocabulary itself) only meets through joins.
 """
 
 from __future__ import annotations
@@ -228,14 +229,6 @@ class _DecidePairs(beam.DoFn):
                 yield beam.pvalue.TaggedOutput("dropped", dropped_record_json(pair, reason))
 
 
-def _hash_index(hashes, label: str, radius: int):
-    return (
-        hashes
-        | f"{label}List" >> beam.combiners.ToList()
-        | f"{label}Index" >> beam.Map(PHashIndex, radius=radius)
-    )
-
-
 def _build(p, cfg: FilterConfig, shards, eval_paths, out_dir: str, counts_path: str) -> None:
     pairs = (
         p
@@ -243,20 +236,11 @@ def _build(p, cfg: FilterConfig, shards, eval_paths, out_dir: str, counts_path: 
         | "Read" >> beam.io.ReadAllFromTFRecord(compression_type=CompressionTypes.GZIP, with_filename=True)
         | "Parse" >> beam.Map(_parse_pair)
     )
-    eval_hashes = (
-        p | "EvalImages" >> beam.Create(eval_paths) | "EvalPHash" >> beam.Map(_evaluation_image_phash)
-    )
-    eval_index = _hash_index(eval_hashes, "Eval", cfg.eval_duplicate_max_hamming)
-    blocklist = [cfg.unsafe_image_blocklist] if cfg.unsafe_image_blocklist else []
-    unsafe_hashes = (
-        p | "Blocklist" >> beam.Create(blocklist) | "ReadBlocklist" >> beam.FlatMap(read_blocklist)
-    )
-    unsafe_index = _hash_index(unsafe_hashes, "Unsafe", cfg.unsafe_image_max_hamming)
-
+    eval_index, unsafe_index = _hash_indexes(p, cfg, eval_paths)
     vocabulary_tokens = (
         pairs
         | "Texts" >> beam.Map(lambda pair: pair.text)
-        | "Vocabulary" >> (VocabularyTokensPerText(cfg.rare_token_vocab_size))
+        | "Vocabulary" >> VocabularyTokensPerText(cfg.rare_token_vocab_size)
     )
     judged_images = (
         pairs
@@ -272,6 +256,30 @@ def _build(p, cfg: FilterConfig, shards, eval_paths, out_dir: str, counts_path: 
             _DecidePairs(cfg), beam.pvalue.AsSingleton(eval_index), beam.pvalue.AsSingleton(unsafe_index)
         ).with_outputs("dropped", "outcome", main="kept")
     )
+    _write_outputs(pairs, decided, cfg, out_dir, counts_path)
+
+
+def _hash_indexes(p, cfg: FilterConfig, eval_paths: list[str]):
+    """Two singleton PCollections: the PHashIndex of the evaluation images and of the blocklist."""
+    eval_hashes = (
+        p | "EvalImages" >> beam.Create(eval_paths) | "EvalPHash" >> beam.Map(_evaluation_image_phash)
+    )
+    blocklist = [cfg.unsafe_image_blocklist] if cfg.unsafe_image_blocklist else []
+    unsafe_hashes = (
+        p | "Blocklist" >> beam.Create(blocklist) | "ReadBlocklist" >> beam.FlatMap(read_blocklist)
+    )
+    return tuple(
+        hashes
+        | f"{label}HashList" >> beam.combiners.ToList()
+        | f"{label}Index" >> beam.Map(PHashIndex, radius=radius)
+        for hashes, label, radius in (
+            (eval_hashes, "Eval", cfg.eval_duplicate_max_hamming),
+            (unsafe_hashes, "Unsafe", cfg.unsafe_image_max_hamming),
+        )
+    )
+
+
+def _write_outputs(pairs, decided, cfg: FilterConfig, out_dir: str, counts_path: str) -> None:
     decided.kept | "WriteKept" >> beam.io.WriteToTFRecord(
         shard_prefix(out_dir),
         file_name_suffix=SHARD_SUFFIX,

@@ -22,7 +22,7 @@ joins that membership back to each distinct alt-text with a CoGroupByKey on the
 token, so every step scales with the corpus.
 
 Example (the in-memory reference; the Beam transforms give the same set):
-    >>> top_k_tokens({"a": 3, "b": 1, "c": 3}, 2)
+    >>> sorted(top_k_tokens({"a": 3, "b": 1, "c": 3}, 2))
     ['a', 'c']
 """
 

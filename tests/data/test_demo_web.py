@@ -5,6 +5,7 @@ import io
 import os
 
 import pytest
+import tensorflow as tf
 from PIL import Image
 
 from alignpipe import fs
@@ -12,10 +13,10 @@ from alignpipe.config import load_config
 from alignpipe.data import demo_web as dw
 from alignpipe.data.eval_sets import load_classification_set, load_retrieval_set
 from alignpipe.data.html import extract_image_alts, extract_links
+from alignpipe.data.records import COMPRESSION, ImageTextPair, shard_pattern
 from alignpipe.data.scrape import run_scrape
 from alignpipe.data.serve import serve_folder
 from alignpipe.filtering.phash import hamming, phash, read_blocklist
-from tests.data.test_scrape import read_pairs
 
 SITE_URL = "http://demo.test/"
 
@@ -136,7 +137,8 @@ def test_scraping_the_demo_web_finds_the_documented_pairs(demo_web, tmp_path):
     }
     assert report.images_found == counts["public_img_entries"]
 
-    pairs = read_pairs(str(tmp_path))
+    records = tf.data.TFRecordDataset(fs.glob(shard_pattern(str(tmp_path))), compression_type=COMPRESSION)
+    pairs = [ImageTextPair.from_example(r) for r in records.as_numpy_iterator()]
     assert len(pairs) == report.pairs_written
     hashes = {p.image_url: phash(Image.open(io.BytesIO(p.image_bytes))) for p in pairs}
     blocklist = read_blocklist(demo_web.unsafe_image_blocklist)

@@ -3,7 +3,9 @@ import hashlib
 import io
 import json
 import os
+import time
 
+import apache_beam as beam
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -11,8 +13,9 @@ from PIL import Image
 
 from alignpipe import fs
 from alignpipe.config import load_config
+from alignpipe.data.crawl import host_of
 from alignpipe.data.records import COMPRESSION, ImageTextPair, shard_pattern
-from alignpipe.data.scrape import describe_image, run_scrape
+from alignpipe.data.scrape import DownloadHostImagesFn, describe_image, run_scrape
 from alignpipe.data.serve import serve_folder
 from alignpipe.errors import InputError
 
@@ -144,3 +147,28 @@ def test_describe_image():
     Image.new("RGB", (8, 8)).save(tiff, format="TIFF")
     with pytest.raises(ValueError, match="unsupported image format TIFF"):
         describe_image(tiff.getvalue())
+
+
+def test_image_downloads_obey_crawl_delay(make_site):
+    site = {
+        "robots.txt": "User-agent: *\nCrawl-delay: 1\n",
+        "a.png": SITE["img/a.png"],
+        "b.jpg": SITE["img/b.jpg"],
+    }
+    with serve_folder(make_site(site)) as url:
+        cfg = load_config("local", "tiny", [f"scrape.seed_urls={url}"]).scrape
+        download = DownloadHostImagesFn(cfg)
+        download.setup()
+        images = [
+            (url + "a.png", [("alt a", url)]),
+            (url + "b.jpg", [("alt b", url)]),
+            (url + "c.png", [("c", url)]),
+        ]
+        start = time.monotonic()
+        out = list(download.process((host_of(url), images)))
+        elapsed = time.monotonic() - start
+        download.teardown()
+    lines = [o for o in out if isinstance(o, dict)]
+    assert [line["outcome"] for line in lines] == ["ok", "ok", "http_404"]
+    assert sum(isinstance(o, beam.pvalue.TaggedOutput) for o in out) == 2
+    assert 2.0 <= elapsed < 3.5  # three requests, two pauses

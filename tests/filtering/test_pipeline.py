@@ -209,3 +209,68 @@ def test_decode_image_facts():
     assert image_hash == phash(Image.open(io.BytesIO(data)))
     assert decode_image_facts(b"garbage") == (False, 0, 0, None)
     assert decode_image_facts(data[: len(data) // 2]) == (False, 0, 0, None)  # truncated
+
+
+@pytest.mark.large
+def test_hash_rules_off_without_eval_sets_or_blocklist_and_old_outputs_replaced(tmp_path):
+    image = make_scene(7)
+    pairs = [_pair(encode(image), "a red circle on the left", 0), _pair(encode(image), "a red circle", 1)]
+    _write_shards(tmp_path / "raw", pairs, num_shards=1)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    stale = ["pairs-00000-of-00005.tfrecord.gz", "dropped-00003-of-00004.jsonl", "funnel.png"]
+    for name in stale:
+        (out_dir / name).write_bytes(b"old")
+    cfg = load_config("local", "tiny", ["filter.num_shards=1", "filter.min_image_short_side=10"])
+
+    report = run_filter(cfg, str(tmp_path / "raw"), str(out_dir))
+
+    assert report.input_pairs == 2 and report.kept_pairs == 2
+    assert sorted(p.name for p in out_dir.iterdir()) == [
+        "dropped-00000-of-00001.jsonl",
+        "funnel.json",
+        "funnel.png",
+        "pairs-00000-of-00001.tfrecord.gz",
+    ]
+    assert (out_dir / "dropped-00000-of-00001.jsonl").read_text() == ""
+    assert Image.open(out_dir / "funnel.png").format == "PNG"
+    assert sorted(_read_pairs(out_dir), key=repr) == sorted(pairs, key=repr)
+
+
+@pytest.mark.large
+def test_tiny_preset_on_the_demo_web(tmp_path):
+    """Scrape the generated demo web over real HTTP, filter it, and check each kind of noise."""
+    from alignpipe.data.demo_web import BOILERPLATE_ALTS, IMAGES_PER_BOILERPLATE_ALT, write_demo_web
+    from alignpipe.data.scrape import run_scrape
+    from alignpipe.data.serve import serve_folder
+    from alignpipe.filtering.rules import alt_word_count
+
+    web = write_demo_web(str(tmp_path / "web"))
+    with serve_folder(web.site_dir) as url:
+        run_scrape(load_config("local", "tiny", [f"scrape.seed_urls={url}"]), str(tmp_path / "raw"))
+    cfg = load_config(
+        "local",
+        "tiny",
+        [
+            f"eval.retrieval_set={web.retrieval_set}",
+            f"eval.classification_set={web.classification_set}",
+            f"filter.unsafe_image_blocklist={web.unsafe_image_blocklist}",
+        ],
+    )
+
+    report = run_filter(cfg, str(tmp_path / "raw"), str(tmp_path / "filtered"))
+
+    n, dropped = web.counts, report.dropped
+    short_boilerplate = sum(1 for alt in BOILERPLATE_ALTS if alt_word_count(alt) < 3)
+    assert dropped["image_undecodable"] == 0
+    assert dropped["image_unsafe"] == n["unsafe"]
+    assert dropped["image_eval_duplicate"] == n["eval_near_copy"]
+    assert dropped["image_too_small"] == n["small_icon"]
+    assert dropped["image_aspect_ratio_too_large"] == n["banner"] + 1  # + the site logo, 120x40
+    assert dropped["image_too_many_alts"] == n["many_alts"]
+    assert dropped["text_too_short"] == n["short_alt"] + short_boilerplate * IMAGES_PER_BOILERPLATE_ALT
+    assert n["long_alt"] <= dropped["text_too_long"] <= n["long_alt"] + 3  # a rare-token alt may be long too
+    shared = (len(BOILERPLATE_ALTS) - short_boilerplate) * IMAGES_PER_BOILERPLATE_ALT
+    assert dropped["text_shared_by_too_many_images"] == shared
+    assert n["rare_token"] - 3 <= dropped["text_rare_token"] <= n["rare_token"] + 0.01 * n["good"]
+    assert 0.99 * n["good"] <= report.kept_pairs <= n["good"]

@@ -58,6 +58,7 @@ def test_select_bucket():
         select_bucket(histogram, 7)
 
 
+@pytest.mark.large
 def test_distributed_cutoff_equals_the_in_memory_top_k():
     rng = random.Random(0)
     words = [f"w{i}" for i in range(60)]
