@@ -12,7 +12,7 @@ stay real objects (no `from __future__ import annotations`) because kfp reads th
 import types
 
 from kfp import dsl
-from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Model, Output
 
 
 def start_tracking(config_json: str, pipeline_job: str) -> str:
@@ -36,11 +36,12 @@ def filter_pairs(
     raw_pairs: Input[Dataset],
     pairs: Output[Dataset],
     metrics: Output[Metrics],
+    funnel: Output[Markdown],
 ):
     """Applies ALIGN's image and text filters; writes kept pairs and the funnel."""
     from components.stages import filter_stage
 
-    filter_stage(config_json, pipeline_job, raw_pairs.path, pairs.path, metrics)
+    filter_stage(config_json, pipeline_job, raw_pairs.path, pairs.path, metrics, markdown_path=funnel.path)
 
 
 def train(

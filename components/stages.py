@@ -52,14 +52,26 @@ def scrape_stage(
 
 
 def filter_stage(
-    config_json: str, pipeline_job: str, in_dir: str, out_dir: str, metrics: MetricsSink | None = None
+    config_json: str,
+    pipeline_job: str,
+    in_dir: str,
+    out_dir: str,
+    metrics: MetricsSink | None = None,
+    markdown_path: str = "",
 ) -> dict:
-    """Applies ALIGN's filters to the pairs in `in_dir`; kept pairs and the funnel go to `out_dir`."""
+    """Applies ALIGN's filters to the pairs in `in_dir`; kept pairs and the funnel go to `out_dir`.
+
+    `markdown_path`, when given, receives the funnel as a Markdown table (for the kfp UI).
+    """
+    from alignpipe.filtering.funnel import funnel_markdown
     from alignpipe.filtering.pipeline import run_filter
 
     cfg = Config.from_json(config_json)
     with tracking.stage_run(cfg, pipeline_job, "filter"):
-        funnel = run_filter(cfg, in_dir, out_dir).to_dict()
+        report = run_filter(cfg, in_dir, out_dir)
+        funnel = report.to_dict()
+        if markdown_path:
+            fs.write_text(markdown_path, funnel_markdown(report))
         values = {"input_pairs": funnel["input_pairs"], "kept_pairs": funnel["kept_pairs"]}
         values.update({f"dropped.{reason}": n for reason, n in funnel["dropped"].items()})
         _publish(metrics, values)

@@ -59,7 +59,6 @@ def cmd_demo_web(args: argparse.Namespace) -> None:
 
 def cmd_scrape(args: argparse.Namespace) -> None:
     from alignpipe.data.crawl import check_seeds_reachable
-
     from components.stages import scrape_stage
 
     cfg = _config(args)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from mlflow.tracking import MlflowClient
 
 from alignpipe.config import Config
-from alignpipe.filtering.rules import REASONS
 from components import tracking
 
 STAGES = ("scrape", "filter", "train", "evaluate", "register")

@@ -118,3 +118,14 @@ def plot_funnel(report: FunnelReport, path: str) -> None:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
     fs.write_bytes(path, buffer.getvalue())
+
+
+def funnel_markdown(report: FunnelReport) -> str:
+    """The funnel as a Markdown table (the kfp UI renders Markdown artifacts)."""
+    rows = ["| step | dropped | remaining |", "|---|---:|---:|", f"| input pairs | | {report.input_pairs} |"]
+    remaining = report.input_pairs
+    for reason, count in report.dropped.items():
+        remaining -= count
+        rows.append(f"| {reason} | {count} | {remaining} |")
+    rows.append(f"| **kept pairs** | | **{report.kept_pairs}** |")
+    return "\n".join(rows) + "\n"
