@@ -126,9 +126,11 @@ def evaluate_stage(
     with tracking.stage_run(cfg, pipeline_job, "evaluate"):
         result = evaluate(cfg, model_dir)
         _publish(metrics, result.metrics)
-        html = report_path or os.path.join(tempfile.mkdtemp(), "retrieval_examples.html")
+        html = os.path.join(tempfile.mkdtemp(), "retrieval_examples.html")
         write_retrieval_examples_html(result, html)
-        mlflow.log_artifact(_local(html))
+        mlflow.log_artifact(html)
+        if report_path:
+            fs.write_bytes(report_path, fs.read_bytes(html))
     return dict(result.metrics)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterator
 
 import mlflow
@@ -90,8 +91,21 @@ def find_pipeline_run(cfg: Config, pipeline_job: str) -> str | None:
 def finish_pipeline_run(cfg: Config, pipeline_job: str, succeeded: bool) -> str | None:
     """Ends the parent run as FINISHED or FAILED; returns its id (None if never started)."""
     run_id = find_pipeline_run(cfg, pipeline_job)
-    if run_id is not None:
-        MlflowClient(tracking_uri(cfg)).set_terminated(run_id, "FINISHED" if succeeded else "FAILED")
+    if run_id is None:
+        return None
+    client = MlflowClient(tracking_uri(cfg))
+    experiment_id = client.get_run(run_id).info.experiment_id
+    stages = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{run_id}'")
+    # The stages' headline numbers on the parent too, so pipeline runs compare side by side.
+    now = int(time.time() * 1000)
+    headline = [
+        mlflow.entities.Metric(f"{run.data.tags.get(STAGE_TAG, run.info.run_name)}.{name}", value, now, 0)
+        for run in stages
+        for name, value in run.data.metrics.items()
+    ]
+    for i in range(0, len(headline), 500):
+        client.log_batch(run_id, metrics=headline[i : i + 500])
+    client.set_terminated(run_id, "FINISHED" if succeeded else "FAILED")
     return run_id
 
 

@@ -34,6 +34,7 @@ def test_stages_nest_under_one_parent_which_the_exit_task_ends(cfg):
     )
     assert sorted(c.data.tags[tracking.STAGE_TAG] for c in children) == ["filter", "scrape"]
     assert all(c.data.metrics["pairs"] == 3 for c in children)
+    assert client.get_run(parent).data.metrics == {"scrape.pairs": 3, "filter.pairs": 3}
 
 
 def test_standalone_stage_is_a_top_level_run_with_the_config(cfg):
