@@ -21,8 +21,11 @@ def plot_training_curves(history: list[dict]) -> bytes:
         PNG bytes.
     """
     steps = [row["step"] for row in history]
-    panels = (("loss", "loss", "linear"), ("temperature", "temperature", "log"),
-              ("learning_rate", "learning rate", "linear"))
+    panels = (
+        ("loss", "loss", "linear"),
+        ("temperature", "temperature", "log"),
+        ("learning_rate", "learning rate", "linear"),
+    )
     figure, axes = plt.subplots(len(panels), 1, figsize=(7, 8), sharex=True)
     for axis, (key, label, scale) in zip(axes, panels, strict=True):
         axis.plot(steps, [row[key] for row in history], marker=".", linewidth=1.2)

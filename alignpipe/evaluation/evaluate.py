@@ -70,7 +70,9 @@ def evaluate(cfg: Config, model_dir: str, num_examples: int = 8) -> EvalResult:
         captions = encoder.embed_texts(list(dataset.captions), batch_size=cfg.eval.batch_size)
         similarity = images @ captions.T  # [num_images, num_captions]
         metrics.update(recall_at_k(similarity, dataset.caption_image, cfg.eval.recall_ks))
-        metrics.update(chance_recall_at_k(dataset.caption_image, len(dataset.image_paths), cfg.eval.recall_ks))
+        metrics.update(
+            chance_recall_at_k(dataset.caption_image, len(dataset.image_paths), cfg.eval.recall_ks)
+        )
         examples = retrieval_examples(similarity, dataset, num_examples)
         counts.update(retrieval_images=len(dataset.image_paths), retrieval_captions=len(dataset.captions))
     if cfg.eval.classification_set:
@@ -130,15 +132,32 @@ def retrieval_examples(similarity: np.ndarray, dataset: RetrievalSet, num_exampl
     text_to_image = []
     for t in sorted(set(text_queries.tolist())):
         top = np.argsort(-similarity[:, t], kind="stable")[:TOP_N]
-        results = [{"image": dataset.image_paths[i], "score": float(similarity[i, t]),
-                    "correct": bool(i == caption_image[t])} for i in top]
-        text_to_image.append({"query": dataset.captions[t],
-                              "answer": dataset.image_paths[caption_image[t]], "results": results})
+        results = [
+            {
+                "image": dataset.image_paths[i],
+                "score": float(similarity[i, t]),
+                "correct": bool(i == caption_image[t]),
+            }
+            for i in top
+        ]
+        text_to_image.append(
+            {
+                "query": dataset.captions[t],
+                "answer": dataset.image_paths[caption_image[t]],
+                "results": results,
+            }
+        )
     image_to_text = []
     for i in sorted(set(image_queries.tolist())):
         top = np.argsort(-similarity[i], kind="stable")[:TOP_N]
-        results = [{"caption": dataset.captions[t], "score": float(similarity[i, t]),
-                    "correct": bool(caption_image[t] == i)} for t in top]
+        results = [
+            {
+                "caption": dataset.captions[t],
+                "score": float(similarity[i, t]),
+                "correct": bool(caption_image[t] == i),
+            }
+            for t in top
+        ]
         answer = [dataset.captions[t] for t in np.flatnonzero(caption_image == i)]
         image_to_text.append({"query": dataset.image_paths[i], "answer": answer, "results": results})
     return {"text_to_image": text_to_image, "image_to_text": image_to_text}

@@ -33,8 +33,11 @@ def write_retrieval_examples_html(result: EvalResult, path: str) -> None:
         result: from `evaluate`.
         path: the output file (local path or URI).
     """
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>Retrieval examples</title>"
-             f"<style>{_STYLE}</style></head><body><h1>Retrieval examples</h1>", _metrics_table(result)]
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>Retrieval examples</title>"
+        f"<style>{_STYLE}</style></head><body><h1>Retrieval examples</h1>",
+        _metrics_table(result),
+    ]
     parts.append("<h2>Text to image: the 5 nearest images of a caption</h2>")
     for example in result.examples.get("text_to_image", []):
         figures = "".join(
@@ -42,8 +45,10 @@ def write_retrieval_examples_html(result: EvalResult, path: str) -> None:
             f"<figcaption class='score'>{r['score']:.3f}</figcaption></figure>"
             for r in example["results"]
         )
-        parts.append(f"<div class='query'><p><b>{html.escape(example['query'])}</b></p>"
-                     f"<div class='row'>{figures}</div></div>")
+        parts.append(
+            f"<div class='query'><p><b>{html.escape(example['query'])}</b></p>"
+            f"<div class='row'>{figures}</div></div>"
+        )
     parts.append("<h2>Image to text: the 5 nearest captions of an image</h2>")
     for example in result.examples.get("image_to_text", []):
         items = "".join(
@@ -51,14 +56,17 @@ def write_retrieval_examples_html(result: EvalResult, path: str) -> None:
             f"<span class='score'>{r['score']:.3f}</span></li>"
             for r in example["results"]
         )
-        parts.append(f"<div class='query row'><figure>{_img(example['query'])}</figure><ol>{items}</ol></div>")
+        parts.append(
+            f"<div class='query row'><figure>{_img(example['query'])}</figure><ol>{items}</ol></div>"
+        )
     parts.append("</body></html>")
     fs.write_text(path, "\n".join(parts))
 
 
 def _metrics_table(result: EvalResult) -> str:
     rows = "".join(
-        f"<tr><td>{html.escape(key)}</td><td>{value:.4f}</td></tr>" for key, value in sorted(result.metrics.items())
+        f"<tr><td>{html.escape(key)}</td><td>{value:.4f}</td></tr>"
+        for key, value in sorted(result.metrics.items())
     )
     return f"<table>{rows}</table>"
 

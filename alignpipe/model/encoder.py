@@ -45,8 +45,19 @@ class AlignEncoder:
         self.model = model
         self.tokenizer = tokenizer
         self.config = config
-        self._image_fn = tf.function(lambda x: model.image_encoder(x, training=False), reduce_retracing=True)
-        self._text_fn = tf.function(lambda x: model.text_encoder(x, training=False), reduce_retracing=True)
+        size, length = config.model.image_size, config.model.max_text_tokens
+        self._image_fn = tf.function(
+            lambda images: model.image_encoder(images, training=False),
+            input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)],
+        )
+        text_spec = {
+            "token_ids": tf.TensorSpec([None, length], tf.int32),
+            "segment_ids": tf.TensorSpec([None, length], tf.int32),
+            "padding_mask": tf.TensorSpec([None, length], tf.bool),
+        }
+        self._text_fn = tf.function(
+            lambda tokens: model.text_encoder(tokens, training=False), input_signature=[text_spec]
+        )
 
     @classmethod
     def load(cls, model_dir: str) -> AlignEncoder:

@@ -22,7 +22,9 @@ def pair_files(data_dir: str) -> list[str]:
     """
     files = fs.glob(shard_pattern(data_dir)) if data_dir else []
     if not files:
-        raise InputError(f"training data {data_dir!r} has no pair shards matching {shard_pattern(data_dir)!r}")
+        raise InputError(
+            f"training data {data_dir!r} has no pair shards matching {shard_pattern(data_dir)!r}"
+        )
     return files
 
 

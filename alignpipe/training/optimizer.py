@@ -43,9 +43,10 @@ class Optimizers:
 def make_optimizers(train: TrainConfig, model: DualEncoder) -> Optimizers:
     """Builds (and creates the slots of) the optimisers; call under the strategy's scope.
 
-    Weight decay (`train.weight_decay`, decoupled) skips every variable of rank <= 1:
-    biases, BatchNorm and LayerNorm scales and offsets, and the temperature, as in
-    COYO-ALIGN and LAMB's BERT recipe.
+    Weight decay (`train.weight_decay`, decoupled) skips biases (of any rank: attention
+    biases are `[heads, head_dim]`), every other variable of rank <= 1 (BatchNorm and
+    LayerNorm scales and offsets) and the temperature, as in COYO-ALIGN and LAMB's
+    BERT recipe.
     """
     schedule = WarmupLinearDecay(train.learning_rate, train.warmup_steps, train.steps)
     if train.optimizer == "lamb":
@@ -56,7 +57,8 @@ def make_optimizers(train: TrainConfig, model: DualEncoder) -> Optimizers:
         raise ValueError(f"unknown optimizer {train.optimizer!r}")
     temperature_parameter = model.temperature_parameter
     weight_variables = [v for v in model.trainable_variables if v is not temperature_parameter]
-    weights.exclude_from_weight_decay(var_list=[v for v in weight_variables if len(v.shape) <= 1])
+    no_decay = [v for v in weight_variables if len(v.shape) <= 1 or v.name == "bias"]
+    weights.exclude_from_weight_decay(var_list=no_decay)
     weights.build(weight_variables)
     temperature = keras.optimizers.Adam(learning_rate=schedule)
     temperature.build([temperature_parameter])

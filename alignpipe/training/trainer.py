@@ -175,7 +175,11 @@ def _train_loop(
             history.append(row)
             log.info(
                 "step %d/%d loss=%.4f temperature=%.4f learning_rate=%.3g examples/s=%.0f",
-                step, cfg.train.steps, row["loss"], row["temperature"], row["learning_rate"],
+                step,
+                cfg.train.steps,
+                row["loss"],
+                row["temperature"],
+                row["learning_rate"],
                 row["examples_per_s"],
             )
             if on_log is not None:

@@ -97,7 +97,9 @@ def test_chance_levels_exact():
 def test_chance_levels_match_random_scores():
     rng = np.random.default_rng(0)
     caption_image = [i for i in range(20) for _ in range(int(rng.integers(1, 4)))]
-    draws = [recall_at_k(rng.normal(size=(20, len(caption_image))), caption_image, (1, 5)) for _ in range(400)]
+    draws = [
+        recall_at_k(rng.normal(size=(20, len(caption_image))), caption_image, (1, 5)) for _ in range(400)
+    ]
     chance = chance_recall_at_k(caption_image, 20, (1, 5))
     for key in ("image_to_text_r1", "image_to_text_r5", "text_to_image_r1", "text_to_image_r5"):
         assert np.mean([d[key] for d in draws]) == pytest.approx(chance[f"{key}_chance"], abs=0.02)

@@ -10,13 +10,18 @@ from alignpipe.evaluation.zero_shot import class_embeddings, prompts, top1_accur
 
 def test_prompts_are_class_major():
     assert prompts(["cat", "dog"], ["a {}.", "a photo of a {}."]) == [
-        "a cat.", "a photo of a cat.", "a dog.", "a photo of a dog.",
+        "a cat.",
+        "a photo of a cat.",
+        "a dog.",
+        "a photo of a dog.",
     ]
 
 
 def test_class_embedding_is_the_normalised_mean_over_templates():
     table = {"a x": [1.0, 0.0], "the x": [0.0, 1.0], "a y": [0.6, 0.8], "the y": [0.6, 0.8]}
-    weights = class_embeddings(lambda texts: np.array([table[t] for t in texts]), ["x", "y"], ["a {}", "the {}"])
+    weights = class_embeddings(
+        lambda texts: np.array([table[t] for t in texts]), ["x", "y"], ["a {}", "the {}"]
+    )
     np.testing.assert_allclose(weights, [[0.5**0.5, 0.5**0.5], [0.6, 0.8]], rtol=1e-6)
 
 

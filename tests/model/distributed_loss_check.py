@@ -52,20 +52,24 @@ def main() -> None:
     losses, grads = strategy.run(replica_step, args=(batch,))
     total = strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
     summed = [strategy.reduce(tf.distribute.ReduceOp.SUM, g, axis=None) for g in grads]
-    print(json.dumps({
-        "replicas": strategy.num_replicas_in_sync,
-        "replica_losses": [float(x) for x in strategy.experimental_local_results(losses)],
-        "distributed_loss": float(total),
-        "single_loss": float(single),
-        "image_embeddings": embed(kernel_init, images).numpy().tolist(),
-        "text_embeddings": embed(kernel_init, texts).numpy().tolist(),
-        "temperature": 0.3,
-        "label_smoothing": SMOOTHING,
-        "distributed_grad_kernel": summed[0].numpy().tolist(),
-        "single_grad_kernel": single_grads[0].numpy().tolist(),
-        "distributed_grad_temperature": float(summed[1]),
-        "single_grad_temperature": float(single_grads[1]),
-    }))
+    print(
+        json.dumps(
+            {
+                "replicas": strategy.num_replicas_in_sync,
+                "replica_losses": [float(x) for x in strategy.experimental_local_results(losses)],
+                "distributed_loss": float(total),
+                "single_loss": float(single),
+                "image_embeddings": embed(kernel_init, images).numpy().tolist(),
+                "text_embeddings": embed(kernel_init, texts).numpy().tolist(),
+                "temperature": 0.3,
+                "label_smoothing": SMOOTHING,
+                "distributed_grad_kernel": summed[0].numpy().tolist(),
+                "single_grad_kernel": single_grads[0].numpy().tolist(),
+                "distributed_grad_temperature": float(summed[1]),
+                "single_grad_temperature": float(single_grads[1]),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

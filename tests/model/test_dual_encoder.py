@@ -63,8 +63,12 @@ def test_efficientnet_trunk_stops_before_top_conv():
 
 
 def test_image_projection_only_when_sizes_differ():
-    same = ImageEncoder("efficientnet_scaled", 32, embed_dim=80, width_coefficient=0.25, depth_coefficient=0.25)
-    other = ImageEncoder("efficientnet_scaled", 32, embed_dim=24, width_coefficient=0.25, depth_coefficient=0.25)
+    same = ImageEncoder(
+        "efficientnet_scaled", 32, embed_dim=80, width_coefficient=0.25, depth_coefficient=0.25
+    )
+    other = ImageEncoder(
+        "efficientnet_scaled", 32, embed_dim=24, width_coefficient=0.25, depth_coefficient=0.25
+    )
     assert "image_projection" not in [layer.name for layer in same.layers]
     assert "image_projection" in [layer.name for layer in other.layers]
 
@@ -76,9 +80,11 @@ def test_unknown_architecture_is_rejected():
 
 def test_text_embedding_ignores_padding():
     encoder = TextEncoder(50, 1, 2, 16, 32, 8, embed_dim=12, dropout=0.0)
-    short = {"token_ids": np.array([[1, 7, 2, 0, 0, 0]], "int32"),
-             "segment_ids": np.zeros((1, 6), "int32"),
-             "padding_mask": np.array([[True, True, True, False, False, False]])}
+    short = {
+        "token_ids": np.array([[1, 7, 2, 0, 0, 0]], "int32"),
+        "segment_ids": np.zeros((1, 6), "int32"),
+        "padding_mask": np.array([[True, True, True, False, False, False]]),
+    }
     padded = dict(short, token_ids=np.array([[1, 7, 2, 9, 9, 9]], "int32"))
     np.testing.assert_allclose(encoder(short), encoder(padded), atol=1e-6)
 

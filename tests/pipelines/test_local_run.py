@@ -66,7 +66,7 @@ def test_training_logged_curves_and_lowered_the_loss(runs):
     loss = client.get_metric_history(run.info.run_id, "loss")
     temperature = client.get_metric_history(run.info.run_id, "temperature")
     assert len(loss) >= 10 and len(temperature) == len(loss)
-    assert loss[-1].value < 0.7 * loss[0].value
+    assert loss[-1].value < loss[0].value - 1.0  # from ~ln(batch) * 2 at the start
     assert temperature[-1].value < 0.5  # learned from its init of 1.0
     assert client.get_metric_history(run.info.run_id, "learning_rate")
     assert "training_curves.png" in {a.path for a in client.list_artifacts(run.info.run_id)}

@@ -34,7 +34,9 @@ def write_shards(directory: str, num_pairs: int, num_shards: int = 2, seed: int 
     """Writes `num_pairs` pairs (every image format, sizes 40..60 px) as GZIP shards."""
     rng = np.random.default_rng(seed)
     tf.io.gfile.makedirs(directory)
-    paths = [f"{shard_prefix(directory)}-{i:05d}-of-{num_shards:05d}{SHARD_SUFFIX}" for i in range(num_shards)]
+    paths = [
+        f"{shard_prefix(directory)}-{i:05d}-of-{num_shards:05d}{SHARD_SUFFIX}" for i in range(num_shards)
+    ]
     writers = [tf.io.TFRecordWriter(p, options="GZIP") for p in paths]
     for k in range(num_pairs):
         colour, side = list(COLOURS)[k % 4], ("left", "right")[int(rng.integers(2))]
@@ -42,8 +44,14 @@ def write_shards(directory: str, num_pairs: int, num_shards: int = 2, seed: int 
         image_format = FORMATS[k % len(FORMATS)]
         data = encode(square_image(colour, side, size), image_format)
         pair = ImageTextPair(
-            data, image_format, size[0], size[1], hashlib.sha256(data).hexdigest(),
-            f"a {colour} square on the {side}", f"http://example.com/{k}.{image_format}", "http://example.com/",
+            data,
+            image_format,
+            size[0],
+            size[1],
+            hashlib.sha256(data).hexdigest(),
+            f"a {colour} square on the {side}",
+            f"http://example.com/{k}.{image_format}",
+            "http://example.com/",
         )
         writers[k % num_shards].write(pair.to_example())
     for writer in writers:

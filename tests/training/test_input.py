@@ -13,7 +13,9 @@ from alignpipe.model.tokenizer import AlignTokenizer
 from alignpipe.training.input import count_pairs, pair_files, text_dataset, train_dataset
 from tests.training.conftest import COLOURS, encode
 
-CFG = load_config("local", "tiny", ["model.image_size=32", "model.image_resize=36", "model.max_text_tokens=10"])
+CFG = load_config(
+    "local", "tiny", ["model.image_size=32", "model.image_resize=36", "model.max_text_tokens=10"]
+)
 
 
 def test_pair_files_and_counts(shards_dir):

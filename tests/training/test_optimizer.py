@@ -9,11 +9,21 @@ from alignpipe.config import load_config
 from alignpipe.model.dual_encoder import build_dual_encoder
 from alignpipe.training.optimizer import make_optimizers
 
-SMALL = ["model.image_size=32", "model.image_resize=36", "model.text_layers=1", "model.text_hidden_dim=16",
-         "model.text_heads=2", "model.text_intermediate_dim=32", "model.vocab_size=50", "model.embed_dim=16"]
+SMALL = [
+    "model.image_size=32",
+    "model.image_resize=36",
+    "model.text_layers=1",
+    "model.text_hidden_dim=16",
+    "model.text_heads=2",
+    "model.text_intermediate_dim=32",
+    "model.vocab_size=50",
+    "model.embed_dim=16",
+]
 
 
-@pytest.mark.parametrize(("name", "kind"), [("lamb", keras.optimizers.Lamb), ("adamw", keras.optimizers.AdamW)])
+@pytest.mark.parametrize(
+    ("name", "kind"), [("lamb", keras.optimizers.Lamb), ("adamw", keras.optimizers.AdamW)]
+)
 def test_configured_optimizer_and_weight_decay_exclusions(name, kind):
     cfg = load_config("local", "tiny", SMALL + [f"train.optimizer={name}", "train.weight_decay=0.01"])
     model = build_dual_encoder(cfg.model, cfg.train)

@@ -1,0 +1,156 @@
+"""evaluate() on a tiny synthetic retrieval set and classification set."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from alignpipe.config import load_config
+from alignpipe.errors import InputError
+from alignpipe.evaluation.evaluate import EvalResult, evaluate
+from alignpipe.evaluation.examples_html import write_retrieval_examples_html
+from alignpipe.model.dual_encoder import build_dual_encoder
+from alignpipe.model.encoder import AlignEncoder
+from alignpipe.model.tokenizer import AlignTokenizer
+from tests.training.conftest import COLOURS, encode, square_image
+
+SMALL = [
+    "model.image_size=32",
+    "model.image_resize=36",
+    "model.text_layers=1",
+    "model.text_hidden_dim=16",
+    "model.text_heads=2",
+    "model.text_intermediate_dim=32",
+    "model.max_text_tokens=10",
+    "model.vocab_size=80",
+    "model.embed_dim=16",
+    "eval.batch_size=4",
+]
+SIDES = ("left", "right")
+
+
+@pytest.fixture(scope="module")
+def sets(tmp_path_factory) -> tuple[str, str]:
+    """8 retrieval images x 2 captions (Karpathy JSON), 2 classes x 3 images."""
+    root = tmp_path_factory.mktemp("eval")
+    os.makedirs(root / "retrieval" / "images")
+    entries = []
+    for k, (colour, side) in enumerate((c, s) for c in COLOURS for s in SIDES):
+        (root / "retrieval" / "images" / f"{k}.png").write_bytes(
+            encode(square_image(colour, side, (48, 40)), "png")
+        )
+        sentences = [{"raw": f"a {colour} square on the {side}"}, {"raw": f"{colour} block, {side} side"}]
+        entries.append(
+            {"filename": f"{k}.png", "filepath": "images", "split": "test", "sentences": sentences}
+        )
+    entries.append({"filename": "unused.png", "split": "val", "sentences": [{"raw": "not read"}]})
+    (root / "retrieval" / "dataset.json").write_text(json.dumps({"images": entries}))
+    for side in SIDES:
+        os.makedirs(root / "classes" / side)
+        for colour in list(COLOURS)[:3]:
+            (root / "classes" / side / f"{colour}.jpg").write_bytes(
+                encode(square_image(colour, side, (40, 40)), "jpeg")
+            )
+    (root / "classes" / "classnames.txt").write_text("left\tsquare on the left\nright\tsquare on the right\n")
+    return str(root / "retrieval" / "dataset.json"), str(root / "classes")
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> str:
+    """An untrained model directory, written through the public save API."""
+    cfg = load_config("local", "tiny", SMALL)
+    texts = [f"a {c} square on the {s}" for c in COLOURS for s in SIDES] * 10
+    tokenizer = AlignTokenizer.from_texts(texts, cfg.model.vocab_size, cfg.model.max_text_tokens)
+    path = str(tmp_path_factory.mktemp("model"))
+    AlignEncoder(build_dual_encoder(cfg.model, cfg.train), tokenizer, cfg).save(path)
+    return path
+
+
+def config(retrieval: str = "", classification: str = ""):
+    return load_config(
+        "local",
+        "tiny",
+        SMALL + [f"eval.retrieval_set={retrieval}", f"eval.classification_set={classification}"],
+    )
+
+
+def test_metrics_chance_levels_and_examples(sets, model_dir):
+    result = evaluate(config(*sets), model_dir, num_examples=3)
+    assert isinstance(result, EvalResult)
+    m = result.metrics
+    for name in (
+        "image_to_text_r1",
+        "image_to_text_r5",
+        "image_to_text_r10",
+        "text_to_image_r1",
+        "text_to_image_r5",
+        "text_to_image_r10",
+        "zero_shot_top1",
+    ):
+        assert 0.0 <= m[name] <= 1.0, name
+    assert m["image_to_text_r1_chance"] == pytest.approx(2 / 16)
+    assert m["text_to_image_r1_chance"] == pytest.approx(1 / 8)
+    assert m["text_to_image_r10"] == 1.0  # only 8 images
+    assert m["zero_shot_top1_chance"] == pytest.approx(1 / 2)
+    assert result.counts == {
+        "retrieval_images": 8,
+        "retrieval_captions": 16,
+        "classification_images": 6,
+        "classes": 2,
+    }
+    first = result.examples["text_to_image"][0]
+    assert first["query"] == "a red square on the left" and first["answer"].endswith("images/0.png")
+    assert len(first["results"]) == 5 and {"image", "score", "correct"} <= set(first["results"][0])
+    scores = [r["score"] for r in first["results"]]
+    assert scores == sorted(scores, reverse=True)
+    assert len(result.examples["image_to_text"]) == 3
+    assert result.examples["image_to_text"][0]["answer"] == [
+        "a red square on the left",
+        "red block, left side",
+    ]
+
+
+def test_retrieval_only_leaves_zero_shot_out(sets, model_dir):
+    metrics = evaluate(config(sets[0]), model_dir).metrics
+    assert "zero_shot_top1" not in metrics and "image_to_text_r1" in metrics
+
+
+def test_examples_html_embeds_the_images(sets, model_dir, tmp_path):
+    result = evaluate(config(*sets), model_dir, num_examples=2)
+    path = str(tmp_path / "examples.html")
+    write_retrieval_examples_html(result, path)
+    with open(path, encoding="utf-8") as f:
+        page = f.read()
+    assert page.count("data:image/png;base64,") == 2 * 5 + 2
+    assert "a red square on the left" in page and "image_to_text_r1" in page
+
+
+def test_nothing_configured_is_an_input_error(model_dir):
+    with pytest.raises(InputError, match="nothing to evaluate"):
+        evaluate(config(), model_dir)
+
+
+def test_missing_model_dir_is_an_input_error(sets, tmp_path):
+    with pytest.raises(InputError, match="has no model.keras"):
+        evaluate(config(*sets), str(tmp_path))
+
+
+def test_undecodable_image_is_named(sets, model_dir, tmp_path):
+    broken = tmp_path / "broken"
+    os.makedirs(broken / "x")
+    (broken / "x" / "a.png").write_bytes(b"not an image")
+    (broken / "classnames.txt").write_text("x\tthing\n")
+    with pytest.raises(InputError, match=r"a\.png' cannot be decoded"):
+        evaluate(config("", str(broken)), model_dir)
+
+
+def test_embeddings_are_unit_norm(model_dir):
+    encoder = AlignEncoder.load(model_dir)
+    pixels = np.random.default_rng(0).integers(0, 256, size=(5, 40, 48, 3), dtype=np.uint8)
+    embeddings = encoder.embed_images(pixels, batch_size=2)
+    assert embeddings.shape == (5, 16)
+    np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, rtol=1e-5)
+    assert encoder.embed_texts([]).shape == (0, 16)
