@@ -5,6 +5,7 @@ from __future__ import annotations
 from mlflow.tracking import MlflowClient
 
 from alignpipe.config import Config
+from alignpipe.filtering.rules import REASONS
 from components import tracking
 
 STAGES = ("scrape", "filter", "train", "evaluate", "register")
@@ -68,8 +69,8 @@ def format_summary(summary: dict) -> str:
     )
     f = m["filter"]
     lines.append(f"  filter    pairs in {f.get('input_pairs', 0):.0f}, kept {f.get('kept_pairs', 0):.0f}")
-    for key in sorted(k for k in f if k.startswith("dropped.")):
-        lines.append(f"              dropped {key[len('dropped.') :]:<34} {f[key]:>6.0f}")
+    for reason in REASONS:
+        lines.append(f"              dropped {reason:<34} {f.get('dropped.' + reason, 0):>6.0f}")
     t = m["train"]
     lines.append(
         f"  train     {t.get('train_steps', 0):.0f} steps on {t.get('num_pairs', 0):.0f} pairs, loss "
