@@ -29,6 +29,7 @@ SMALL = [
     "train.batch_size=8",
     "train.steps=4",
     "train.warmup_steps=2",
+    "train.learning_rate=2e-3",
     "train.log_every_steps=2",
     "train.shuffle_buffer=16",
 ]
