@@ -92,7 +92,7 @@ def test_train_under_mirrored_strategy_on_two_cpus(shards_dir, tmp_path):
         "tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)\n"
         "from alignpipe.config import load_config\n"
         "from alignpipe.training.trainer import train\n"
-        f"cfg = load_config('local', 'tiny', {SMALL + ['train.strategy=mirrored']!r})\n"
+        f"cfg = load_config('local', 'tiny', {SMALL + ['train.strategy=mirrored', 'train.steps=2']!r})\n"
         f"result = train(cfg, {shards_dir!r}, {model_dir!r})\n"
         "print('LOSSES', [row['loss'] for row in result.history])\n"
     )
