@@ -15,18 +15,12 @@ from alignpipe.evaluation.examples_html import write_retrieval_examples_html
 from alignpipe.model.dual_encoder import build_dual_encoder
 from alignpipe.model.encoder import AlignEncoder
 from alignpipe.model.tokenizer import AlignTokenizer
-from tests.training.conftest import COLOURS, encode, square_image
+from tests.training.conftest import COLOURS, SMALL_MODEL, encode, square_image
 
 SMALL = [
-    "model.image_size=32",
-    "model.image_resize=36",
-    "model.text_layers=1",
-    "model.text_hidden_dim=16",
-    "model.text_heads=2",
-    "model.text_intermediate_dim=32",
+    *SMALL_MODEL,
     "model.max_text_tokens=10",
     "model.vocab_size=80",
-    "model.embed_dim=16",
     "eval.batch_size=4",
 ]
 SIDES = ("left", "right")

@@ -14,14 +14,10 @@ from alignpipe.model.contrastive_loss import ContrastiveLoss
 from alignpipe.model.dual_encoder import DualEncoder, build_dual_encoder
 from alignpipe.model.image_encoder import ImageEncoder, efficientnet_trunk
 from alignpipe.model.text_encoder import TextEncoder
+from tests.training.conftest import SMALL_MODEL
 
 SMALL = [
-    "model.image_size=32",
-    "model.image_resize=36",
-    "model.text_layers=1",
-    "model.text_hidden_dim=16",
-    "model.text_heads=2",
-    "model.text_intermediate_dim=32",
+    *SMALL_MODEL,
     "model.max_text_tokens=8",
     "model.vocab_size=50",
     "model.embed_dim=24",

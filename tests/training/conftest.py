@@ -12,6 +12,17 @@ from PIL import Image
 
 from alignpipe.data.records import SHARD_SUFFIX, ImageTextPair, shard_prefix
 
+# The model of the `tiny` preset shrunk to test size; tests add what they need.
+SMALL_MODEL = [
+    "model.image_size=32",
+    "model.image_resize=36",
+    "model.text_layers=1",
+    "model.text_hidden_dim=16",
+    "model.text_heads=2",
+    "model.text_intermediate_dim=32",
+    "model.embed_dim=16",
+]
+
 COLOURS = {"red": (220, 30, 30), "green": (30, 160, 50), "blue": (30, 70, 230), "yellow": (245, 225, 30)}
 FORMATS = ("png", "jpeg", "gif", "webp", "bmp")
 

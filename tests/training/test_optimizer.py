@@ -8,16 +8,11 @@ import pytest
 from alignpipe.config import load_config
 from alignpipe.model.dual_encoder import build_dual_encoder
 from alignpipe.training.optimizer import make_optimizers
+from tests.training.conftest import SMALL_MODEL
 
 SMALL = [
-    "model.image_size=32",
-    "model.image_resize=36",
-    "model.text_layers=1",
-    "model.text_hidden_dim=16",
-    "model.text_heads=2",
-    "model.text_intermediate_dim=32",
+    *SMALL_MODEL,
     "model.vocab_size=50",
-    "model.embed_dim=16",
 ]
 
 

@@ -14,18 +14,12 @@ from alignpipe.config import Config, load_config
 from alignpipe.errors import InputError
 from alignpipe.model.encoder import AlignEncoder
 from alignpipe.training.trainer import TrainResult, train
-from tests.training.conftest import encode, square_image
+from tests.training.conftest import SMALL_MODEL, encode, square_image
 
 SMALL = [
-    "model.image_size=32",
-    "model.image_resize=36",
-    "model.text_layers=1",
-    "model.text_hidden_dim=16",
-    "model.text_heads=2",
-    "model.text_intermediate_dim=32",
+    *SMALL_MODEL,
     "model.max_text_tokens=10",
     "model.vocab_size=80",
-    "model.embed_dim=16",
     "train.batch_size=8",
     "train.steps=4",
     "train.warmup_steps=2",
