@@ -24,11 +24,16 @@ from dataclasses import dataclass, field
 from alignpipe.errors import ConfigError
 
 
+# Beam's in-process runner. `DirectRunner` would first try to download the Prism runner
+# binary from the internet on every pipeline, then fall back to this one.
+IN_PROCESS_RUNNER = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"
+
+
 @dataclass(frozen=True)
 class RunnerConfig:
     """Where the pipeline runs: engines are options, never code paths."""
 
-    beam_args: tuple[str, ...] = ("--runner=DirectRunner",)
+    beam_args: tuple[str, ...] = (f"--runner={IN_PROCESS_RUNNER}",)
     data_image: str = "alignpipe-data:latest"  # kfp base image of data steps; Beam SDK based
     trainer_image: str = "alignpipe-trainer:latest"  # kfp base image of train / evaluate
     work_dir: str = "alignpipe-work"  # local runs: demo web, kfp root, MLflow store
@@ -36,18 +41,53 @@ class RunnerConfig:
 
 @dataclass(frozen=True)
 class ScrapeConfig:
-    """Crawling web pages and downloading (image, alt-text) pairs."""
+    """Where (image, alt-text) pairs come from, and how they are fetched (`alignpipe.data`).
 
-    seed_urls: tuple[str, ...] = ()
-    allowed_hosts: tuple[str, ...] = ()  # empty: the hosts of the seed URLs
-    max_pages: int = 100_000
+    Three sources give one pair schema: `crawl` (pages of the allowed hosts from
+    `seed_urls`; images from any public host), `url_list` (CC3M-style TSV / CSV or parquet
+    with LAION / COYO column names) and `warc` (Common Crawl WARC or WAT files).
+    """
+
+    source: str = "crawl"  # crawl | url_list | warc
+    seed_urls: tuple[str, ...] = ()  # crawl: where to start
+    input_paths: tuple[str, ...] = ()  # url_list / warc: files or globs, local or gs://
+    url_column: str = ""  # url_list: empty = the first of url, URL, image_url, ...
+    caption_column: str = ""  # url_list: empty = the first of caption, TEXT, text, alt, ...
+    allowed_hosts: tuple[str, ...] = ()  # pages: host, host:port or *.domain; empty = the seeds' hosts
+    image_hosts: str = "any"  # any | allowed (images only from the allowed page hosts)
+    use_sitemaps: bool = True  # crawl: /sitemap.xml and robots.txt `Sitemap:` lines seed the frontier
+    max_pages: int = 100_000  # per host
     max_depth: int = 20
     user_agent: str = "alignpipe-bot/0.1 (+https://github.com/alignpipe/alignpipe)"
-    request_timeout_s: float = 10.0
+    # Politeness: connections per host, a minimum gap between two requests to one host
+    # (robots.txt `Crawl-delay` raises it), connections in all.
+    per_host_connections: int = 16
+    min_host_delay_s: float = 0.0
+    max_connections: int = 256
+    # Safety: every URL and every redirect hop is checked (scheme, robots.txt, allowed
+    # hosts, the address its name resolves to). Private, loopback, link-local and
+    # metadata addresses are refused unless a CIDR here allows them.
+    allowed_networks: tuple[str, ...] = ()
+    max_redirects: int = 5
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 10.0  # between two reads of one body
+    request_deadline_s: float = 60.0  # the whole request, body included
+    retries: int = 3  # on 429, 5xx, timeouts and refused connections
+    retry_backoff_s: float = 1.0  # doubled each try; Retry-After wins when longer
+    max_retry_after_s: float = 120.0  # a longer Retry-After ends the retries
     max_image_bytes: int = 20_000_000
+    max_image_pixels: int = 50_000_000  # decompression bombs
     max_page_bytes: int = 5_000_000
-    download_threads: int = 16
-    num_shards: int = 16
+    # Images: `no` keeps the downloaded bytes; `keep_ratio` shrinks the shorter side to
+    # `image_size`, `center_crop` also crops the square (both re-encode, as JPEG / PNG).
+    resize_mode: str = "no"
+    image_size: int = 256
+    jpeg_quality: int = 95
+    decode_workers: int = 0  # processes decoding / hashing / resizing; 0 = one per core
+    # Work units: download work is split into units of about this many image URLs; a
+    # finished unit is recorded, so a killed scrape, rerun, only does what is missing.
+    unit_size: int = 2_000
+    output_formats: tuple[str, ...] = ("tfrecord",)  # and webdataset, parquet (img2dataset layout)
 
 
 @dataclass(frozen=True)
@@ -58,7 +98,12 @@ class FilterConfig:
     max_aspect_ratio: float = 3.0  # keep when long side / short side < this
     max_alts_per_image: int = 1000  # drop images with more distinct alt-texts
     max_images_per_alt: int = 10  # drop alt-texts shared by more images
+    # Rare tokens: the vocabulary is the top-K unigrams + bigrams of the raw corpus (the paper's
+    # rule; a corpus with fewer distinct tokens keeps them all) whose words (unigrams) also occur
+    # at least `rare_token_min_word_share` x (raw alt-texts) times: a rate, so it means the same at
+    # every scale and cannot bind below 1 / share alt-texts. 0 = the paper's rule alone.
     rare_token_vocab_size: int = 100_000_000  # top-K unigrams + bigrams
+    rare_token_min_word_share: float = 0.0  # occurrences per raw alt-text, unigrams only
     min_alt_words: int = 3
     max_alt_words: int = 20
     eval_duplicate_max_hamming: int = 6  # pHash bits; COYO-700M's approach
@@ -181,7 +226,7 @@ class Config:
 # Presets are explicit dicts of dotted keys; add a preset by adding an entry.
 ENV_PRESETS: dict[str, dict[str, object]] = {
     "local": {
-        "runner.beam_args": ("--runner=DirectRunner",),
+        "runner.beam_args": (f"--runner={IN_PROCESS_RUNNER}",),
         "train.strategy": "default",
     },
 }
@@ -191,13 +236,19 @@ EXPERIMENT_PRESETS: dict[str, dict[str, object]] = {
     "paper": {},
     # A CPU demo that learns in minutes on the generated mini-web (../README.md).
     "tiny": {
-        "scrape.num_shards": 2,
-        "scrape.download_threads": 8,
         "scrape.max_pages": 500,
-        "filter.min_image_short_side": 32,  # 96 px scenes: 24 px icons fail, 40 px banners hit the ratio rule
-        "filter.max_alts_per_image": 8,
-        "filter.max_images_per_alt": 10,
-        "filter.rare_token_vocab_size": 700,  # of ~1000 distinct tokens; ~600 occur more than once
+        "scrape.unit_size": 1_000,
+        # Filters: the paper's values except where they assume web scale or 289 px crops; nothing
+        # here depends on the size of one data set (docs/align.md, "Data: filtering").
+        # <= 32 px is icon size (16 / 24 / 32 px) and more than 2x upsampling to the 64 px crop.
+        "filter.min_image_short_side": 32,
+        # The paper's 1000 needs web-scale re-posting to bind; on one site an image under more
+        # than 10 distinct alt-texts (the paper's own reuse bound, for alts) is an example or
+        # placeholder image whose alts describe their pages, or a page in > 10 translations.
+        "filter.max_alts_per_image": 10,
+        # max_images_per_alt 10 and the rare-token rule (top-100M, no word share) are the
+        # paper's: both mean the same at any size, and below millions of alt-texts no token count
+        # tells a junk token from a real word seen once, so no token is rare there.
         "filter.num_shards": 2,
         "model.image_encoder": "efficientnet_scaled",
         "model.image_width_coefficient": 0.5,
@@ -227,6 +278,9 @@ EXPERIMENT_PRESETS: dict[str, dict[str, object]] = {
 }
 
 _CHOICES: dict[str, tuple[str, ...]] = {
+    "scrape.source": ("crawl", "url_list", "warc"),
+    "scrape.image_hosts": ("any", "allowed"),
+    "scrape.resize_mode": ("no", "keep_ratio", "center_crop"),
     "model.image_encoder": ("efficientnet_scaled",) + tuple(f"efficientnet_b{i}" for i in range(8)),
     "train.optimizer": ("lamb", "adamw"),
     "train.strategy": ("default", "mirrored", "tpu"),
@@ -275,15 +329,28 @@ def validate(cfg: Config) -> Config:
         "train.seed",
         "filter.eval_duplicate_max_hamming",
         "filter.unsafe_image_max_hamming",
+        "filter.rare_token_min_word_share",
         "train.temperature_lr_multiplier",
         "train.weight_decay",
         "train.label_smoothing",
+        "scrape.min_host_delay_s",
+        "scrape.retries",
+        "scrape.retry_backoff_s",
+        "scrape.max_retry_after_s",
+        "scrape.max_redirects",
+        "scrape.decode_workers",
     }
     for key in positive:
         value = flat[key]
         if value < 0 or (value == 0 and key not in non_negative):
             raise ConfigError(f"{key}={value!r} must be {'>= 0' if key in non_negative else '> 0'}")
     _check(cfg.filter.max_aspect_ratio > 1, "filter.max_aspect_ratio", cfg.filter.max_aspect_ratio, "> 1")
+    _check(
+        cfg.filter.rare_token_min_word_share <= 1,
+        "filter.rare_token_min_word_share",
+        cfg.filter.rare_token_min_word_share,
+        "<= 1 (occurrences per alt-text; e.g. 1e-7 = once per 10 million alt-texts)",
+    )
     _check(
         cfg.filter.min_alt_words <= cfg.filter.max_alt_words,
         "filter.min_alt_words",
@@ -305,9 +372,33 @@ def validate(cfg: Config) -> Config:
     )
     for url in cfg.scrape.seed_urls:
         _check(url.startswith(("http://", "https://")), "scrape.seed_urls", url, "an http(s) URL")
+    for network in cfg.scrape.allowed_networks:
+        _check(_is_cidr(network), "scrape.allowed_networks", network, "a CIDR such as 127.0.0.1/32")
+    for fmt in cfg.scrape.output_formats:
+        _check(fmt in OUTPUT_FORMATS, "scrape.output_formats", fmt, f"one of {list(OUTPUT_FORMATS)}")
+    _check(
+        "tfrecord" in cfg.scrape.output_formats,
+        "scrape.output_formats",
+        cfg.scrape.output_formats,
+        "a list that includes tfrecord (the later stages read it)",
+    )
+    _check(cfg.scrape.jpeg_quality <= 100, "scrape.jpeg_quality", cfg.scrape.jpeg_quality, "<= 100")
     for template in cfg.eval.prompt_templates:
         _check("{}" in template, "eval.prompt_templates", template, "a template containing {}")
     return cfg
+
+
+OUTPUT_FORMATS = ("tfrecord", "webdataset", "parquet")
+
+
+def _is_cidr(text: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return False
+    return True
 
 
 def _check(ok: bool, key: str, value: object, allowed: str) -> None:

@@ -51,7 +51,7 @@ def cmd_compile(args: argparse.Namespace) -> None:
 
 
 def cmd_demo_web(args: argparse.Namespace) -> None:
-    from alignpipe.data.demo_web import write_demo_web
+    from alignpipe.demo.demo_web import write_demo_web
 
     demo = write_demo_web(args.out, seed=args.seed)
     print(json.dumps(demo.to_dict(), indent=2))
@@ -59,14 +59,23 @@ def cmd_demo_web(args: argparse.Namespace) -> None:
 
 def cmd_scrape(args: argparse.Namespace) -> None:
     from alignpipe.data.crawl import check_seeds_reachable
+    from alignpipe.data.scrape import check_inputs
     from components.stages import scrape_stage
 
     cfg = _config(args)
     if args.seed:
-        cfg = cfg.replace(scrape__seed_urls=tuple(args.seed))
-    if not cfg.scrape.seed_urls:
-        raise AlignPipeError("no seed URL: pass --seed URL or --set scrape.seed_urls=URL[,URL...]")
-    check_seeds_reachable(cfg)
+        cfg = cfg.replace(scrape__seed_urls=tuple(args.seed), scrape__source="crawl")
+    for source, paths in (("url_list", args.url_list), ("warc", args.warc)):
+        if paths:
+            cfg = cfg.replace(scrape__input_paths=tuple(paths), scrape__source=source)
+    if cfg.scrape.source == "crawl" and not cfg.scrape.seed_urls:
+        raise AlignPipeError(
+            "no input: pass --seed URL, --url-list FILE or --warc FILE"
+            " (or set scrape.seed_urls / scrape.input_paths)"
+        )
+    check_inputs(cfg.scrape)
+    if cfg.scrape.source == "crawl":
+        check_seeds_reachable(cfg.scrape)
     print(json.dumps(scrape_stage(cfg.to_json(), "", args.out), indent=2))
 
 
@@ -139,8 +148,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("demo-web", cmd_demo_web, "write the demo mini-web and evaluation sets to a folder")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--seed", type=int, default=0, help="random seed of the generated content")
-    p = add("scrape", cmd_scrape, "crawl seed URLs into (image, alt-text) pair shards")
-    p.add_argument("--seed", action="append", metavar="URL", help="seed URL (repeatable)")
+    p = add(
+        "scrape", cmd_scrape, "crawl a site, or read url lists / WARC files, into (image, alt-text) pairs"
+    )
+    p.add_argument("--seed", action="append", metavar="URL", help="crawl from this seed URL (repeatable)")
+    p.add_argument(
+        "--url-list",
+        action="append",
+        metavar="PATH",
+        help="url + caption list: .tsv/.csv/.parquet, local or gs://",
+    )
+    p.add_argument(
+        "--warc", action="append", metavar="PATH", help="Common Crawl WARC or WAT file, local or gs://"
+    )
     p.add_argument("--out", required=True, help="output folder of pair shards and manifest")
     p = add("filter", cmd_filter, "apply ALIGN's filters to scraped pairs")
     p.add_argument("--in", dest="input", required=True, help="folder of scraped pair shards")

@@ -1,7 +1,7 @@
 """Runs the ALIGN DAG on this machine with kfp's local runner.
 
 With no `scrape.seed_urls` configured, the built-in demo web (see
-`alignpipe.data.demo_web`) is generated into `<work_dir>/demo`, served on
+`alignpipe.demo.demo_web`) is generated into `<work_dir>/demo`, served on
 127.0.0.1, and its evaluation sets and unsafe-image blocklist fill the config
 keys left empty. Every task runs as a subprocess in this Python environment,
 exactly the component code that Vertex AI runs in the project's image.
@@ -37,7 +37,7 @@ def with_demo_inputs(cfg: Config) -> tuple[Config, object]:
     Returns:
         The filled config and the `DemoWeb` written.
     """
-    from alignpipe.data.demo_web import write_demo_web
+    from alignpipe.demo.demo_web import write_demo_web
 
     demo_dir = os.path.join(cfg.runner.work_dir, "demo")
     demo = write_demo_web(demo_dir)
@@ -52,24 +52,27 @@ def with_demo_inputs(cfg: Config) -> tuple[Config, object]:
 @contextlib.contextmanager
 def demo_site(cfg: Config) -> Iterator[Config]:
     """Serves the demo web when no seeds are configured; yields the config to run."""
-    from alignpipe.data.serve import serve_folder
+    from alignpipe.demo.serve import serve_folder
 
-    if cfg.scrape.seed_urls:
+    if cfg.scrape.seed_urls or cfg.scrape.source != "crawl":
         yield cfg
         return
     cfg, demo = with_demo_inputs(cfg)
     with serve_folder(demo.site_dir) as base_url:
         log.info("serving the demo web from %s at %s", demo.site_dir, base_url)
-        yield cfg.replace(scrape__seed_urls=(base_url,))
+        # the demo is served on loopback, which a scrape refuses unless allowed explicitly
+        networks = tuple(dict.fromkeys(cfg.scrape.allowed_networks + ("127.0.0.1/32",)))
+        yield cfg.replace(scrape__seed_urls=(base_url,), scrape__allowed_networks=networks)
 
 
 def preflight(cfg: Config) -> None:
     """Fails fast, with one message, on inputs the stages would fail on later."""
     from alignpipe.data.crawl import check_seeds_reachable
+    from alignpipe.data.scrape import check_inputs
 
-    if not cfg.scrape.seed_urls:
-        raise InputError("scrape.seed_urls is empty: give at least one seed URL")
-    check_seeds_reachable(cfg)
+    check_inputs(cfg.scrape)
+    if cfg.scrape.source == "crawl":
+        check_seeds_reachable(cfg.scrape)
     for key, path in (
         ("eval.retrieval_set", cfg.eval.retrieval_set),
         ("eval.classification_set", cfg.eval.classification_set),

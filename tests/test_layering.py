@@ -21,3 +21,15 @@ def test_core_imports_neither_kfp_nor_aiplatform_nor_mlflow():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
     assert len(modules) >= 10
+
+
+def test_real_data_path_does_not_import_the_demo():
+    modules = [m.name for m in pkgutil.walk_packages(alignpipe.__path__, "alignpipe.")]
+    data = [m for m in modules if m.startswith(("alignpipe.data", "alignpipe.filtering"))]
+    code = (
+        "import importlib, sys\n"
+        f"for m in {data!r}: importlib.import_module(m)\n"
+        "print(','.join(sorted(m for m in sys.modules if m.startswith('alignpipe.demo'))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

@@ -1,67 +1,62 @@
-"""A polite, bounded breadth-first crawl of one host.
+"""A polite, bounded, concurrent breadth-first crawl of one site.
 
-`crawl_host` starts from the host's seed URLs, follows `<a href>` links on the same
-host, obeys robots.txt (and its `Crawl-delay`), and stops at `max_pages` fetched
-pages or `max_depth` links from a seed. Every page URL it meets gets exactly one
-`CrawlEvent` with one outcome:
+`crawl_site` starts from a host's seed URLs (and its sitemaps), follows `<a href>` links
+on that host, obeys robots.txt (rules and `Crawl-delay`, through `RobotsCache`) and
+`<meta name=robots content=nofollow>`, and stops at `max_pages` fetched pages or
+`max_depth` links from a seed. Each page is parsed once (`alignpipe.data.html`). Every
+page URL met gets exactly one `PageRecord` with one outcome:
 
-| outcome              | meaning                                                      |
-|----------------------|--------------------------------------------------------------|
-| `ok`                 | fetched HTML; its `<img>`s are scraped                       |
-| `http_<status>`      | the server answered an error (`http_404`, `http_500`, ...)   |
-| `unreachable`        | DNS failure, refused connection, timeout                     |
-| `too_large`          | longer than `scrape.max_page_bytes`                          |
-| `not_html`           | fetched, but not `text/html` / `application/xhtml+xml`       |
-| `robots_disallowed`  | robots.txt forbids it; not fetched                           |
-| `robots_unavailable` | robots.txt answered 5xx or could not be fetched; not fetched |
-| `off_host`           | a link to a host outside `scrape.allowed_hosts`; not fetched |
-| `other_host`         | a link to another allowed host; crawled from that host's     |
-|                      | own seed URLs only                                           |
-| `max_depth`          | more links away from a seed than `scrape.max_depth`          |
-| `max_pages`          | found after `scrape.max_pages` pages were fetched            |
+| outcome              | meaning                                                        |
+|----------------------|----------------------------------------------------------------|
+| `ok`                 | fetched HTML; its `<img>`s are in `PageRecord.images`          |
+| `http_<status>`      | the server answered an error (`http_404`, `http_500`, ...)     |
+| `unreachable`        | DNS failure, refused or broken connection (after retries)      |
+| `timeout`            | no complete answer within `scrape.request_deadline_s`          |
+| `too_large`          | longer than `scrape.max_page_bytes`                            |
+| `not_html`           | fetched, but not `text/html` / `application/xhtml+xml`         |
+| `too_many_redirects` | a redirect loop, or more hops than `scrape.max_redirects`      |
+| `forbidden_address`  | the host resolves to a refused address (`addresses`)           |
+| `not_http`           | a redirect to a non-http(s) URL                                |
+| `robots_disallowed`  | robots.txt forbids it; not fetched                             |
+| `robots_unavailable` | robots.txt answered 429 / 5xx or failed after retries          |
+| `off_host`           | a link outside `scrape.allowed_hosts`; not fetched             |
+| `other_host`         | a link to another allowed host; crawled from its own seeds     |
+| `non_page_link`      | a link to an image, archive or document (by extension)         |
+| `max_depth`          | more links away from a seed than `scrape.max_depth`            |
+| `max_pages`          | found after `scrape.max_pages` pages of the host were fetched  |
+
+Images of pages that opt out of AI use (`noai` / `noimageai` in `<meta name=robots>` or
+in an `X-Robots-Tag` header) are marked `opted_out`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
-import dataclasses
+import gzip
 import logging
-import time
+import queue
+import re
+import threading
 import urllib.parse
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 
-from alignpipe.config import Config, ScrapeConfig
-from alignpipe.data.download import fetch
-from alignpipe.data.html import extract_links
-from alignpipe.data.robots import RobotsRules, load_robots
+from alignpipe.config import ScrapeConfig
+from alignpipe.data.entries import ImageEntry, PageRecord
+from alignpipe.data.fetch import Fetcher, FetchPolicy
+from alignpipe.data.html import parse_page
+from alignpipe.data.robots import RobotsCache
 from alignpipe.errors import InputError
 from alignpipe.progress import Progress
 
 log = logging.getLogger("alignpipe")
-HTML_TYPES = ("text/html", "application/xhtml+xml")
-
-
-@dataclasses.dataclass(frozen=True)
-class CrawlEvent:
-    """The outcome for one page URL.
-
-    Attributes:
-        url: the page URL as linked (fragment removed).
-        referrer: the page that linked it; "" for a seed URL.
-        depth: links from the nearest seed (0 for seeds).
-        outcome: see the module docstring.
-        final_url: the URL after redirects, against which the page's URLs resolve.
-        html: the page's text when `outcome == "ok"`.
-        error: a one-line reason for failures.
-    """
-
-    url: str
-    referrer: str
-    depth: int
-    outcome: str
-    final_url: str = ""
-    html: str = ""
-    error: str = ""
+OPT_OUT = frozenset({"noai", "noimageai"})
+NON_PAGE_EXTENSIONS = frozenset(
+    ".png .jpg .jpeg .gif .webp .bmp .svg .ico .tif .tiff .pdf .zip .gz .tgz .bz2 .xz .tar .deb .rpm "
+    ".exe .dmg .iso .mp3 .mp4 .avi .mov .webm .ogg .wav .css .js .json .xml .txt .csv .ps .eps".split()
+)
+MAX_SITEMAPS = 100
+_LOC = re.compile(rb"<loc>\s*([^<\s]+)\s*</loc>", re.IGNORECASE)
 
 
 def host_of(url: str) -> str:
@@ -76,83 +71,193 @@ def allowed_hosts(cfg: ScrapeConfig) -> frozenset[str]:
 
 
 def is_allowed_host(url: str, allowed: frozenset[str]) -> bool:
-    """True when the URL's `host:port`, or its host name alone, is allowed."""
+    """True for an http(s) URL whose `host:port` or host is allowed; `*.example.com` allows
+    example.com and every subdomain."""
     parts = urllib.parse.urlsplit(url)
-    return parts.scheme in ("http", "https") and (
-        parts.netloc.lower() in allowed or (parts.hostname or "") in allowed
-    )
+    if parts.scheme not in ("http", "https"):
+        return False
+    host = parts.hostname or ""
+    if parts.netloc.lower() in allowed or host in allowed:
+        return True
+    return any(a.startswith("*.") and (host == a[2:] or host.endswith(a[1:])) for a in allowed)
 
 
-def crawl_host(host: str, seeds: Iterable[str], cfg: ScrapeConfig) -> Iterator[CrawlEvent]:
-    """Crawls one host breadth-first from its seed URLs.
+def is_page_link(url: str) -> bool:
+    """False when the path's extension names an image, archive or document."""
+    path = urllib.parse.urlsplit(url).path.lower()
+    dot = path.rfind(".")
+    return dot <= path.rfind("/") or path[dot:] not in NON_PAGE_EXTENSIONS
+
+
+class _SiteCrawl:
+    """The state of one site's crawl: frontier, seen URLs, page budget."""
+
+    def __init__(self, host: str, cfg: ScrapeConfig, fetcher: Fetcher, robots: RobotsCache) -> None:
+        self.host, self.cfg, self.fetcher, self.robots = host, cfg, fetcher, robots
+        self.allowed = allowed_hosts(cfg)
+        self.queue: asyncio.Queue[tuple[str, str, int]] = asyncio.Queue()
+        self.seen: set[str] = set()
+        self.fetched = 0
+        self.out: collections.deque[PageRecord] = collections.deque()
+        self.progress = Progress(total=None, desc=f"crawl {host}", unit="page")
+
+    def add(self, url: str, referrer: str, depth: int) -> None:
+        """Queues a link, or records at once why it is not crawled."""
+        if url in self.seen:
+            return
+        self.seen.add(url)
+        if not is_allowed_host(url, self.allowed):
+            self.out.append(PageRecord(url, "off_host", referrer, depth))
+        elif host_of(url) != self.host:
+            self.out.append(PageRecord(url, "other_host", referrer, depth))
+        elif not is_page_link(url):
+            self.out.append(PageRecord(url, "non_page_link", referrer, depth))
+        elif depth > self.cfg.max_depth:
+            self.out.append(PageRecord(url, "max_depth", referrer, depth))
+        else:
+            self.queue.put_nowait((url, referrer, depth))
+
+    async def check(self, url: str) -> str | None:
+        """Hop check of a page request: robots.txt of the URL's host."""
+        return await self.robots.refusal(url)
+
+    async def worker(self) -> None:
+        while True:
+            url, referrer, depth = await self.queue.get()
+            try:
+                await self.visit(url, referrer, depth)
+            finally:
+                self.queue.task_done()
+
+    async def visit(self, url: str, referrer: str, depth: int) -> None:
+        refusal = await self.robots.refusal(url)
+        if refusal:
+            reason = (await self.robots.rules(url)).reason
+            self.out.append(PageRecord(url, refusal, referrer, depth, reason))
+            return
+        if self.fetched >= self.cfg.max_pages:
+            self.out.append(PageRecord(url, "max_pages", referrer, depth))
+            return
+        self.fetched += 1
+        page = await self.fetcher.get(url, self.cfg.max_page_bytes, check=self.check, html_only=True)
+        self.progress.update(1, queued=self.queue.qsize())
+        if page.outcome != "ok":
+            self.out.append(PageRecord(url, page.outcome, referrer, depth, page.error))
+            return
+        content_type = f"{page.content_type}; charset={page.charset}" if page.charset else page.content_type
+        parsed = parse_page(page.body, page.final_url, content_type)
+        directives = parsed.robots | page.robots_tags
+        opted_out = bool(directives & OPT_OUT)
+        images = tuple(ImageEntry(i.image_url, i.alt, page.final_url, opted_out) for i in parsed.images)
+        self.out.append(PageRecord(url, "ok", referrer, depth, images=images))
+        if "nofollow" not in directives and "none" not in directives:
+            for link in parsed.links:
+                self.add(link, url, depth + 1)
+
+    async def sitemap_urls(self, seeds: list[str]) -> list[str]:
+        """Page URLs listed by the host's sitemaps (robots.txt `Sitemap:` lines, else /sitemap.xml)."""
+        rules = await self.robots.rules(seeds[0])
+        scheme = urllib.parse.urlsplit(seeds[0]).scheme
+        todo = rules.sitemaps or [f"{scheme}://{self.host}/sitemap.xml"]
+        pages: list[str] = []
+        for done, sitemap in enumerate(todo):
+            if done >= MAX_SITEMAPS:
+                break
+            fetched = await self.fetcher.get(sitemap, self.cfg.max_page_bytes, check=self.check)
+            if fetched.outcome != "ok":
+                continue
+            body = fetched.body
+            if body[:2] == b"\x1f\x8b":
+                body = gzip.decompress(body)[: self.cfg.max_page_bytes]
+            locs = [urllib.parse.urldefrag(m.decode("utf-8", "replace")).url for m in _LOC.findall(body)]
+            (todo if b"<sitemapindex" in body[:1000] else pages).extend(locs)
+        log.info(
+            "sitemaps of %s: %d page URLs from %d files", self.host, len(pages), min(len(todo), MAX_SITEMAPS)
+        )
+        return pages
+
+
+async def crawl_site(
+    host: str, seeds: Iterable[str], cfg: ScrapeConfig, fetcher: Fetcher
+) -> AsyncIterator[PageRecord]:
+    """Crawls one host breadth-first from its seed URLs (and sitemaps).
 
     Args:
         host: the `host[:port]` every seed is on.
         seeds: absolute http(s) URLs on `host`.
-        cfg: limits, user agent, timeouts and allowed hosts.
+        cfg: limits, manners and allowed hosts.
+        fetcher: the open `Fetcher` to request pages with.
 
     Yields:
-        One `CrawlEvent` per distinct page URL met, in crawl order.
+        One `PageRecord` per distinct page URL met.
     """
-    allowed = allowed_hosts(cfg)
-    queue = collections.deque((urllib.parse.urldefrag(s).url, "", 0) for s in dict.fromkeys(seeds))
-    seen = {url for url, _, _ in queue}
-    rules: RobotsRules | None = None
-    fetched, last_request = 0, 0.0
-    progress = Progress(total=None, desc=f"crawl {host}", unit="page")
-    while queue:
-        url, referrer, depth = queue.popleft()
-        if not is_allowed_host(url, allowed):
-            yield CrawlEvent(url, referrer, depth, "off_host")
-            continue
-        if rules is None:
-            rules = load_robots(url, cfg.user_agent, cfg.request_timeout_s)
-        if not rules.can_fetch(url):
-            outcome = "robots_unavailable" if rules.disallow_all else "robots_disallowed"
-            yield CrawlEvent(url, referrer, depth, outcome, error=rules.reason)
-            continue
-        if fetched >= cfg.max_pages:
-            yield CrawlEvent(url, referrer, depth, "max_pages")
-            continue
-        time.sleep(max(0.0, last_request + rules.crawl_delay_s - time.monotonic()))
-        last_request = time.monotonic()
-        page = fetch(url, cfg.user_agent, cfg.request_timeout_s, cfg.max_page_bytes)
-        fetched += 1
-        progress.update(1, queued=len(queue))
-        if page.outcome != "ok":
-            yield CrawlEvent(url, referrer, depth, page.outcome, page.final_url, error=page.error)
-            continue
-        if page.content_type not in HTML_TYPES:
-            yield CrawlEvent(url, referrer, depth, "not_html", page.final_url, error=page.content_type)
-            continue
-        text = page.body.decode("utf-8", errors="replace")
-        yield CrawlEvent(url, referrer, depth, "ok", page.final_url, text)
-        for link in extract_links(text, page.final_url):
-            if link in seen:
-                continue
-            seen.add(link)
-            if host_of(link) != host:
-                yield CrawlEvent(
-                    link, url, depth + 1, "other_host" if is_allowed_host(link, allowed) else "off_host"
-                )
-            elif depth + 1 > cfg.max_depth:
-                yield CrawlEvent(link, url, depth + 1, "max_depth")
-            else:
-                queue.append((link, url, depth + 1))
-    progress.close()
+    site = _SiteCrawl(host, cfg, fetcher, RobotsCache(fetcher, cfg.user_agent))
+    seeds = [urllib.parse.urldefrag(s).url for s in dict.fromkeys(seeds)]
+    for seed in seeds:
+        site.add(seed, "", 0)
+    if cfg.use_sitemaps and seeds:
+        for url in await site.sitemap_urls(seeds):
+            site.add(url, "sitemap", 0)
+    workers = [asyncio.create_task(site.worker()) for _ in range(cfg.per_host_connections)]
+    joined = asyncio.create_task(site.queue.join())
+    try:
+        while not joined.done() or site.out:
+            while site.out:
+                yield site.out.popleft()
+            if not joined.done():
+                await asyncio.wait([joined, *workers], timeout=0.05, return_when=asyncio.FIRST_COMPLETED)
+            for w in workers:
+                if w.done() and w.exception() is not None:
+                    raise w.exception()
+    finally:
+        for w in workers:
+            w.cancel()
+        site.progress.close()
 
 
-def check_seeds_reachable(cfg: Config) -> None:
+def crawl_host(host: str, seeds: Iterable[str], cfg: ScrapeConfig) -> Iterator[PageRecord]:
+    """`crawl_site` as a plain iterator: the crawl runs on its own event loop in a thread and
+    hands pages over through a bounded queue (a slow consumer pauses the crawl)."""
+    handoff: queue.Queue[object] = queue.Queue(maxsize=1024)
+    end = object()
+
+    async def produce() -> None:
+        async with Fetcher(FetchPolicy.from_config(cfg)) as fetcher:
+            async for record in crawl_site(host, seeds, cfg, fetcher):
+                handoff.put(record)
+
+    def run() -> None:
+        try:
+            asyncio.run(produce())
+        except BaseException as e:  # handed to the consumer, which raises it
+            handoff.put(e)
+        handoff.put(end)
+
+    thread = threading.Thread(target=run, name=f"crawl {host}", daemon=True)
+    thread.start()
+    while (item := handoff.get()) is not end:
+        if isinstance(item, BaseException):
+            raise item
+        yield item  # type: ignore[misc]
+    thread.join()
+
+
+def check_seeds_reachable(cfg: ScrapeConfig) -> None:
     """Fetches every seed URL once, before a run starts.
 
     Raises:
-        InputError: `scrape.seed_urls` is empty, or a seed cannot be fetched (refused
-            connection, DNS failure, timeout, HTTP error), naming the URL and the reason.
+        InputError: a seed cannot be fetched (refused connection, DNS failure, timeout,
+            HTTP error, refused address), naming the URL and the reason.
     """
-    scrape = cfg.scrape
-    if not scrape.seed_urls:
-        raise InputError("scrape.seed_urls is empty: give at least one http(s) URL to start crawling from")
-    for url in scrape.seed_urls:
-        page = fetch(url, scrape.user_agent, scrape.request_timeout_s, scrape.max_page_bytes)
+
+    async def fetch_all() -> list:
+        async with Fetcher(FetchPolicy.from_config(cfg)) as fetcher:
+            return [await fetcher.get(url, cfg.max_page_bytes) for url in cfg.seed_urls]
+
+    for page in asyncio.run(fetch_all()):
         if page.outcome not in ("ok", "too_large"):
-            raise InputError(f"seed URL {url} is unreachable: {page.error or page.outcome}")
+            hint = ""
+            if page.outcome == "forbidden_address":
+                hint = " (a site on this machine or a private network needs scrape.allowed_networks"
+                hint += ", e.g. 127.0.0.1/32)"
+            raise InputError(f"seed URL {page.url} is unreachable: {page.error or page.outcome}{hint}")

@@ -1,25 +1,36 @@
 """The (image, alt-text) pair record shared by scrape, filter and train.
 
 Pairs are stored as `tf.train.Example`s in sharded TFRecord files
-(`<dir>/pairs-?????-of-?????.tfrecord.gz`, GZIP-compressed). Features:
+(`<dir>/pairs-*.tfrecord.gz`, GZIP-compressed). Features:
 
-| key            | type   | meaning                                         |
-|----------------|--------|-------------------------------------------------|
-| image/encoded  | bytes  | the image file as downloaded (JPEG, PNG, ...)   |
-| image/format   | bytes  | `jpeg`, `png`, `gif`, `webp`, `bmp`             |
-| image/width    | int64  | pixels                                          |
-| image/height   | int64  | pixels                                          |
-| image/sha256   | bytes  | hex SHA-256 of `image/encoded`                  |
-| text           | bytes  | the alt-text, UTF-8, whitespace-normalised      |
-| image/url      | bytes  | absolute URL the image was downloaded from      |
-| page/url       | bytes  | URL of the page whose `<img alt>` gave the text |
+| key                   | type   | meaning                                          |
+|-----------------------|--------|--------------------------------------------------|
+| image/encoded         | bytes  | the image file (as downloaded, or resized)       |
+| image/format          | bytes  | `jpeg`, `png`, `gif`, `webp`, `bmp`              |
+| image/width           | int64  | pixels of `image/encoded`                        |
+| image/height          | int64  | pixels of `image/encoded`                        |
+| image/original_width  | int64  | pixels of the image as downloaded                |
+| image/original_height | int64  | pixels of the image as downloaded                |
+| image/sha256          | bytes  | hex SHA-256 of the bytes as downloaded           |
+| text                  | bytes  | the alt-text, UTF-8, whitespace-normalised       |
+| image/url             | bytes  | absolute URL the image was downloaded from       |
+| page/url              | bytes  | URL of the page whose `<img alt>` gave the text  |
+
+Writing needs no TensorFlow: the Example messages come from a wire-compatible copy of
+TensorFlow's `example.proto` (`alignpipe.data.example_proto`) and `TFRecordWriter`
+frames them, so the scrape workers never import TensorFlow.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import gzip
+import struct
+from typing import BinaryIO
 
-import tensorflow as tf
+import google_crc32c
+
+from alignpipe.data.example_proto import Example
 
 SHARD_PREFIX = "pairs"
 SHARD_SUFFIX = ".tfrecord.gz"
@@ -28,7 +39,7 @@ COMPRESSION = "GZIP"
 
 @dataclasses.dataclass(frozen=True)
 class ImageTextPair:
-    """One scraped (image, alt-text) pair."""
+    """One scraped (image, alt-text) pair; `original_*` default to the stored size."""
 
     image_bytes: bytes
     image_format: str
@@ -38,59 +49,86 @@ class ImageTextPair:
     text: str
     image_url: str
     page_url: str
+    original_width: int = 0
+    original_height: int = 0
 
     def to_example(self) -> bytes:
         """Serialises to `tf.train.Example` bytes with the schema above."""
-
-        def b(v: str | bytes) -> tf.train.Feature:
-            v = v.encode("utf-8") if isinstance(v, str) else v
-            return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
-
-        def i(v: int) -> tf.train.Feature:
-            return tf.train.Feature(int64_list=tf.train.Int64List(value=[v]))
-
-        feature = {
-            "image/encoded": b(self.image_bytes),
-            "image/format": b(self.image_format),
-            "image/width": i(self.width),
-            "image/height": i(self.height),
-            "image/sha256": b(self.sha256),
-            "text": b(self.text),
-            "image/url": b(self.image_url),
-            "page/url": b(self.page_url),
-        }
-        return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+        example = Example()
+        feature = example.features.feature
+        for key, value in (
+            ("image/encoded", self.image_bytes),
+            ("image/format", self.image_format),
+            ("image/sha256", self.sha256),
+            ("text", self.text),
+            ("image/url", self.image_url),
+            ("page/url", self.page_url),
+        ):
+            feature[key].bytes_list.value.append(value.encode("utf-8") if isinstance(value, str) else value)
+        for key, value in (
+            ("image/width", self.width),
+            ("image/height", self.height),
+            ("image/original_width", self.original_width or self.width),
+            ("image/original_height", self.original_height or self.height),
+        ):
+            feature[key].int64_list.value.append(value)
+        return example.SerializeToString()
 
     @classmethod
     def from_example(cls, data: bytes) -> ImageTextPair:
-        f = tf.train.Example.FromString(data).features.feature
+        f = Example.FromString(data).features.feature
 
         def s(k: str) -> str:
             return f[k].bytes_list.value[0].decode("utf-8")
 
+        def i(k: str, default: int = 0) -> int:
+            return int(f[k].int64_list.value[0]) if k in f else default
+
         return cls(
             image_bytes=f["image/encoded"].bytes_list.value[0],
             image_format=s("image/format"),
-            width=int(f["image/width"].int64_list.value[0]),
-            height=int(f["image/height"].int64_list.value[0]),
+            width=i("image/width"),
+            height=i("image/height"),
             sha256=s("image/sha256"),
             text=s("text"),
             image_url=s("image/url"),
             page_url=s("page/url"),
+            original_width=i("image/original_width", i("image/width")),
+            original_height=i("image/original_height", i("image/height")),
         )
 
 
-# For tf.data: `tf.io.parse_single_example(serialized, FEATURE_SPEC)`.
-FEATURE_SPEC = {
-    "image/encoded": tf.io.FixedLenFeature([], tf.string),
-    "image/format": tf.io.FixedLenFeature([], tf.string),
-    "image/width": tf.io.FixedLenFeature([], tf.int64),
-    "image/height": tf.io.FixedLenFeature([], tf.int64),
-    "image/sha256": tf.io.FixedLenFeature([], tf.string),
-    "text": tf.io.FixedLenFeature([], tf.string),
-    "image/url": tf.io.FixedLenFeature([], tf.string),
-    "page/url": tf.io.FixedLenFeature([], tf.string),
-}
+def _masked_crc(data: bytes) -> bytes:
+    crc = google_crc32c.value(data)
+    return struct.pack("<I", (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF)
+
+
+class TFRecordWriter:
+    """Writes TFRecord framing (length, masked CRC-32C, data, masked CRC-32C), GZIP-compressed,
+    into an open binary file; readable by `tf.data.TFRecordDataset(path, "GZIP")`."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self._gzip = gzip.GzipFile(fileobj=file, mode="wb", compresslevel=1)
+        self.records = 0
+
+    def write(self, record: bytes) -> None:
+        length = struct.pack("<Q", len(record))
+        self._gzip.write(length + _masked_crc(length) + record + _masked_crc(record))
+        self.records += 1
+
+    def close(self) -> None:
+        self._gzip.close()
+
+
+def read_tfrecords(file: BinaryIO) -> list[bytes]:
+    """The records of a GZIP TFRecord file (no CRC check; for tests and small reads)."""
+    data = gzip.GzipFile(fileobj=file).read()
+    out, pos = [], 0
+    while pos < len(data):
+        (length,) = struct.unpack_from("<Q", data, pos)
+        out.append(data[pos + 12 : pos + 12 + length])
+        pos += 16 + length
+    return out
 
 
 def shard_pattern(directory: str) -> str:
@@ -101,3 +139,17 @@ def shard_pattern(directory: str) -> str:
 def shard_prefix(directory: str) -> str:
     """`file_path_prefix` for Beam's `WriteToTFRecord` (with `SHARD_SUFFIX`)."""
     return f"{directory.rstrip('/')}/{SHARD_PREFIX}"
+
+
+def __getattr__(name: str) -> object:
+    # FEATURE_SPEC needs TensorFlow: built on first use, so that writers never import it.
+    if name == "FEATURE_SPEC":
+        import tensorflow as tf
+
+        spec = {k: tf.io.FixedLenFeature([], tf.string) for k in _BYTES_KEYS}
+        spec |= {k: tf.io.FixedLenFeature([], tf.int64) for k in ("image/width", "image/height")}
+        return spec
+    raise AttributeError(name)
+
+
+_BYTES_KEYS = ("image/encoded", "image/format", "image/sha256", "text", "image/url", "page/url")

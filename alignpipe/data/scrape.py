@@ -1,59 +1,73 @@
-"""The scrape stage: crawl seed hosts, download `<img>`s, write (image, alt-text) pairs.
+"""The scrape stage: (image, alt-text) pairs from a crawl, url lists or Common Crawl archives.
 
-A Beam pipeline (the runner comes from `cfg.runner.beam_args`; the same graph runs
-on the DirectRunner and on Dataflow):
+A Beam pipeline (the runner comes from `cfg.runner.beam_args`; the same graph runs on
+the DirectRunner and on Dataflow):
 
-    seed URLs -> group by host -> crawl each host (one worker per host: politeness)
-      -> extract (image URL, alt, page URL) entries
-      -> drop entries without alt; keep one page per (image URL, alt)
-      -> group by image URL, then by image host
-      -> download each image once (robots.txt, size and time limits; a thread pool,
-         or one request at a time when robots.txt sets a Crawl-delay)
-      -> decode (format, width, height), SHA-256 -> `ImageTextPair` TFRecords
+    source: crawl (one site per seed host) | url lists | WARC / WAT files
+      -> pages (manifest lines) and <img> entries (image URL, alt, page)
+      -> one page per (image URL, alt): the others are `duplicate_pair`, no alt `no_alt`
+      -> group by image URL -> work units of ~`scrape.unit_size` image URLs (by URL hash)
+      -> per unit: download (async, polite, checked), decode + hash + resize in worker
+         processes, write the unit's files, record the unit as done
+      -> outcome counts -> `scrape_report.json`
 
-Outputs in `out_dir`:
-- `pairs-SSSSS-of-NNNNN.tfrecord.gz`: `ImageTextPair` examples (`alignpipe.data.records`).
-- `manifest-SSSSS-of-NNNNN.jsonl`: one JSON line per page URL met and per `<img>` entry,
-  `{"kind": "page"|"image", "url", "page_url", "outcome", ...}`. Page outcomes are those
-  of `alignpipe.data.crawl`; image outcomes are `ok` (written), `no_alt`,
-  `duplicate_pair` (the same image URL and alt on another page), `off_host`,
-  `not_http` (e.g. `data:` URLs), `robots_disallowed`, `robots_unavailable`,
-  `http_<status>`, `unreachable`, `too_large`, `not_an_image`.
-- `scrape_report.json`: `ScrapeReport.to_dict()`; `outcomes` counts manifest lines by
-  `kind/outcome`, so `images_found` is the sum of the `image/*` counts.
+Image bytes never travel through Beam: each unit writes its own files. Work happens in a
+staging folder (`out_dir/_staging`); a unit is finished once its done record is written,
+and a killed scrape, rerun with the same configuration, redoes only the unfinished units.
+The previous output in `out_dir` stays until a run has finished: only then are the new
+files moved in.
+
+Outputs in `out_dir`: the unit files of `alignpipe.data.shards`; `manifest-*.jsonl`, one
+JSON line per page URL met and per `<img>` use, `{"kind": "page"|"image", "url",
+"page_url", "outcome", ...}` (page outcomes: `alignpipe.data.crawl`; image outcomes:
+`alignpipe.data.download`, plus `no_alt` and `duplicate_pair`); `scrape_report.json`
+(`ScrapeReport`), whose `outcomes` count manifest lines by `kind/outcome`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import json
 import logging
+import math
+import multiprocessing
+import os
 import time
+import zlib
+from concurrent.futures import ProcessPoolExecutor
 
 import apache_beam as beam
-from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
-from PIL import Image
 
 from alignpipe import fs
 from alignpipe.config import Config, ScrapeConfig
-from alignpipe.data.crawl import CrawlEvent, allowed_hosts, crawl_host, host_of, is_allowed_host
-from alignpipe.data.download import Fetched, fetch
-from alignpipe.data.html import extract_image_alts
-from alignpipe.data.records import SHARD_SUFFIX, ImageTextPair, shard_pattern, shard_prefix
-from alignpipe.data.robots import load_robots
+from alignpipe.data import shards
+from alignpipe.data.crawl import allowed_hosts, crawl_host, host_of, is_allowed_host
+from alignpipe.data.download import UnitDownload, Use, image_line
+from alignpipe.data.entries import ImageEntry, PageRecord
 from alignpipe.errors import InputError
-from alignpipe.progress import Progress
 
 log = logging.getLogger("alignpipe")
-MANIFEST_PREFIX = "manifest"
-MANIFEST_SUFFIX = ".jsonl"
+STAGING = "_staging"
 REPORT_FILE = "scrape_report.json"
-PAGE_FAILURES = ("unreachable", "not_html", "too_large")  # and every http_<status>
-IMAGE_FORMATS = {"JPEG": "jpeg", "MPO": "jpeg", "PNG": "png", "GIF": "gif", "WEBP": "webp", "BMP": "bmp"}
+RUN_FILE = "_run.json"
+PUBLISH_FILE = "_publish.json"
+PAGE_FAILURES = ("unreachable", "timeout", "not_html", "too_large", "too_many_redirects", "forbidden_address")
+OUTPUT_GLOBS = (
+    "pairs-*.tfrecord.gz",
+    "manifest-*.jsonl",
+    REPORT_FILE,
+    "webdataset/*.tar",
+    "parquet/*.parquet",
+)
+# Fields that change what a scrape produces; a rerun with others (speed, manners) resumes.
+_FINGERPRINT_FIELDS = (
+    "source seed_urls input_paths url_column caption_column allowed_hosts image_hosts use_sitemaps max_pages "
+    "max_depth user_agent allowed_networks max_image_bytes max_image_pixels max_page_bytes resize_mode "
+    "image_size jpeg_quality unit_size output_formats"
+).split()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,18 +98,20 @@ class ScrapeReport:
 
 
 def run_scrape(cfg: Config, out_dir: str) -> ScrapeReport:
-    """Runs the scrape pipeline and returns its report (also in `out_dir/scrape_report.json`).
+    """Runs (or resumes) the scrape into `out_dir` and returns its report.
 
     Raises:
-        InputError: `scrape.seed_urls` is empty.
+        InputError: no seed URLs (crawl), or input paths that match no file.
     """
-    if not cfg.scrape.seed_urls:
-        raise InputError("scrape.seed_urls is empty: give at least one http(s) URL to start crawling from")
-    fs.makedirs(out_dir)
-    _delete_previous_outputs(out_dir)
+    inputs = check_inputs(cfg.scrape)
+    staging = fs.join(out_dir, STAGING)
     start = time.monotonic()
-    with beam.Pipeline(options=PipelineOptions(list(cfg.runner.beam_args))) as pipeline:
-        build_scrape(pipeline, cfg.scrape, out_dir)
+    if not _publish_pending(staging, fingerprint(cfg.scrape)):
+        _prepare_staging(staging, fingerprint(cfg.scrape))
+        with beam.Pipeline(options=PipelineOptions(list(cfg.runner.beam_args))) as pipeline:
+            build_scrape(pipeline, cfg.scrape, staging, inputs)
+        _plan_publish(staging, out_dir)
+    _publish(staging, out_dir)
     report = ScrapeReport.from_outcomes(fs.read_json(fs.join(out_dir, REPORT_FILE))["outcomes"])
     log.info(
         "scrape: %d pages crawled, %d failed, %d <img> entries, %d pairs written in %.1f s",
@@ -108,91 +124,151 @@ def run_scrape(cfg: Config, out_dir: str) -> ScrapeReport:
     return report
 
 
-def build_scrape(pipeline: beam.Pipeline, cfg: ScrapeConfig, out_dir: str) -> None:
+def check_inputs(cfg: ScrapeConfig) -> list[str]:
+    """The input files of a `url_list` / `warc` scrape (globs expanded); [] for a crawl.
+
+    Raises:
+        InputError: naming the missing seeds or the patterns that match nothing.
+    """
+    if cfg.source == "crawl":
+        if not cfg.seed_urls:
+            raise InputError(
+                "scrape.seed_urls is empty: give at least one http(s) URL to start crawling from"
+            )
+        return []
+    if not cfg.input_paths:
+        raise InputError(f"scrape.source={cfg.source} needs scrape.input_paths: files or globs to read")
+    paths = []
+    for pattern in cfg.input_paths:
+        found = fs.glob(pattern)
+        if not found:
+            raise InputError(f"scrape.input_paths: {pattern!r} matches no file")
+        paths += found
+    return sorted(set(paths))
+
+
+def fingerprint(cfg: ScrapeConfig) -> str:
+    fields = {name: getattr(cfg, name) for name in _FINGERPRINT_FIELDS}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def build_scrape(pipeline: beam.Pipeline, cfg: ScrapeConfig, staging: str, inputs: list[str]) -> None:
     """Adds the scrape transforms to `pipeline` (see the module docstring)."""
-    events = (
-        pipeline
-        | "Seeds" >> beam.Create(sorted(set(cfg.seed_urls)))
-        | "KeyByHost" >> beam.Map(lambda url: (host_of(url), url))
-        | "GroupSeeds" >> beam.GroupByKey()
-        | "Crawl" >> beam.ParDo(CrawlHostFn(cfg))
-    )
-    pages_manifest = events | "PageLines" >> beam.Map(page_line)
-    entries = events | "Extract" >> beam.FlatMap(image_entries)
-    split = (
+    if cfg.source == "url_list":
+        pages = pipeline | "NoPages" >> beam.Create([])
+        entries = (
+            pipeline
+            | "Lists" >> beam.Create(inputs)
+            | "SpreadLists" >> beam.Reshuffle()
+            | "ReadLists" >> beam.FlatMap(_read_url_list, cfg.url_column, cfg.caption_column)
+        )
+    else:
+        if cfg.source == "warc":
+            pages = (
+                pipeline
+                | "Archives" >> beam.Create(inputs)
+                | "SpreadArchives" >> beam.Reshuffle()
+                | "ReadArchives" >> beam.FlatMap(_read_archive)
+            )
+        else:
+            pages = (
+                pipeline
+                | "Seeds" >> beam.Create(sorted(set(cfg.seed_urls)))
+                | "KeyByHost" >> beam.Map(lambda url: (host_of(url), url))
+                | "GroupSeeds" >> beam.GroupByKey()
+                | "Crawl" >> beam.ParDo(CrawlSiteFn(cfg))
+            )
+        entries = pages | "Images" >> beam.FlatMap(lambda page: page.images)
+    pairs = (
         entries
-        | "KeyByPair" >> beam.Map(lambda e: ((e["url"], e["alt"]), e["page_url"]))
+        | "KeyByPair" >> beam.Map(lambda e: ((e.url, e.alt), (e.page_url, e.opted_out)))
         | "GroupByPair" >> beam.GroupByKey()
-        | "FirstPagePerPair" >> beam.FlatMap(first_page_per_pair).with_outputs("repeats", main="first")
+        | "FirstPagePerPair" >> beam.FlatMap(first_use_per_pair).with_outputs("lines", main="uses")
     )
-    first, repeats = split.first, split.repeats
-    downloaded = (
-        first
-        | "KeyByImage" >> beam.Map(lambda e: (e["url"], (e["alt"], e["page_url"])))
-        | "GroupByImage" >> beam.GroupByKey()
-        | "KeyByImageHost" >> beam.Map(lambda kv: (host_of(kv[0]), (kv[0], sorted(kv[1]))))
-        | "GroupByImageHost" >> beam.GroupByKey()
-        | "Download" >> beam.ParDo(DownloadHostImagesFn(cfg)).with_outputs("pairs", main="manifest")
+    by_image = pairs.uses | "GroupByImage" >> beam.GroupByKey()
+    num_units = (
+        by_image
+        | "CountImages" >> beam.combiners.Count.Globally()
+        | "NumUnits" >> beam.Map(lambda n: max(1, math.ceil(n / cfg.unit_size)))
     )
-    _ = downloaded.pairs | "WritePairs" >> beam.io.WriteToTFRecord(
-        shard_prefix(out_dir),
-        file_name_suffix=SHARD_SUFFIX,
-        num_shards=cfg.num_shards,
-        compression_type=CompressionTypes.GZIP,
+    unit_counts = (
+        by_image
+        | "AssignUnit" >> beam.Map(assign_unit, beam.pvalue.AsSingleton(num_units))
+        | "GroupByUnit" >> beam.GroupByKey()
+        | "Download" >> beam.ParDo(DownloadUnitFn(cfg, staging))
     )
-    manifest = (pages_manifest, repeats, downloaded.manifest) | "AllLines" >> beam.Flatten()
+    page_lines = pages | "PageLines" >> beam.Map(page_line)
+    lines = (page_lines, pairs.lines) | "EntryLines" >> beam.Flatten()
     _ = (
-        manifest
+        lines
         | "ToJson" >> beam.Map(lambda line: json.dumps(line, sort_keys=True))
         | "WriteManifest"
-        >> beam.io.WriteToText(fs.join(out_dir, MANIFEST_PREFIX), file_name_suffix=MANIFEST_SUFFIX)
+        >> beam.io.WriteToText(fs.join(staging, "manifest-entries"), file_name_suffix=".jsonl")
     )
+    line_counts = lines | "OutcomeKey" >> beam.Map(lambda line: (f"{line['kind']}/{line['outcome']}", 1))
     _ = (
-        manifest
-        | "OutcomeKey" >> beam.Map(_count_outcome)
-        | "CountOutcomes" >> beam.combiners.Count.PerElement()
+        (line_counts, unit_counts)
+        | "AllCounts" >> beam.Flatten()
+        | "Sum" >> beam.CombinePerKey(sum)
         | "ToDict" >> beam.combiners.ToDict()
         | "WriteReport"
         >> beam.Map(
-            lambda o: fs.write_json(fs.join(out_dir, REPORT_FILE), ScrapeReport.from_outcomes(o).to_dict())
+            lambda o: fs.write_json(fs.join(staging, REPORT_FILE), ScrapeReport.from_outcomes(o).to_dict())
         )
     )
 
 
-def page_line(event: CrawlEvent) -> dict[str, object]:
+def page_line(page: PageRecord) -> dict[str, object]:
     """The manifest line of a page URL."""
     line = {
         "kind": "page",
-        "url": event.url,
-        "page_url": event.referrer,
-        "outcome": event.outcome,
-        "depth": event.depth,
+        "url": page.url,
+        "page_url": page.referrer,
+        "outcome": page.outcome,
+        "depth": page.depth,
     }
-    return line | ({"error": event.error} if event.error else {})
+    return line | ({"error": page.error} if page.error else {})
 
 
-def image_entries(event: CrawlEvent) -> list[dict[str, str]]:
-    """The `<img>` entries of a fetched page: `{"url", "alt", "page_url"}`."""
-    if event.outcome != "ok":
-        return []
-    found = extract_image_alts(event.html, event.final_url)
-    return [{"url": f.image_url, "alt": f.alt, "page_url": event.final_url} for f in found]
+def first_use_per_pair(element: tuple[tuple[str, str], list[tuple[str, bool]]]):
+    """((image URL, alt), [(page URL, opted out)]) -> (image URL, `Use`) of the first page;
+    tagged "lines": manifest lines of the other pages, or of every page when alt is empty."""
+    (url, alt), pages = element
+    pages = sorted(pages)
+    if not alt:
+        for page, _ in pages:
+            yield beam.pvalue.TaggedOutput("lines", image_line(url, Use(alt, page), "no_alt"))
+        return
+    yield url, Use(alt, pages[0][0], opted_out=any(opted for _, opted in pages))
+    for page, _ in pages[1:]:
+        yield beam.pvalue.TaggedOutput("lines", image_line(url, Use(alt, page), "duplicate_pair"))
 
 
-def image_line(url: str, alt: str, page_url: str, outcome: str, error: str = "") -> dict[str, object]:
-    """The manifest line of one `<img>` entry."""
-    line = {"kind": "image", "url": url, "alt": alt, "page_url": page_url, "outcome": outcome}
-    return line | ({"error": error} if error else {})
+def assign_unit(
+    element: tuple[str, list[Use]], num_units: int
+) -> tuple[tuple[int, int], tuple[str, list[Use]]]:
+    """Keys an image by its work unit: a stable hash of its URL, so a rerun forms the same units."""
+    url, uses = element
+    return (zlib.crc32(url.encode("utf-8")) % num_units, num_units), (
+        url,
+        sorted(uses, key=dataclasses.astuple),
+    )
 
 
-def _count_outcome(line: dict[str, object]) -> str:
-    key = f"{line['kind']}/{line['outcome']}"
-    beam.metrics.Metrics.counter("scrape", key.replace("/", "_")).inc()
-    return key
+def _read_url_list(path: str, url_column: str, caption_column: str):
+    from alignpipe.data.url_lists import read_url_list
+
+    yield from read_url_list(path, url_column, caption_column)
 
 
-class CrawlHostFn(beam.DoFn):
-    """(host, seed URLs) -> a `CrawlEvent` per page URL; hosts outside the allowed set are not crawled."""
+def _read_archive(path: str):
+    from alignpipe.data.common_crawl import read_archive
+
+    yield from read_archive(path)
+
+
+class CrawlSiteFn(beam.DoFn):
+    """(host, seed URLs) -> a `PageRecord` per page URL; seeds outside the allowed hosts are not crawled."""
 
     def __init__(self, cfg: ScrapeConfig) -> None:
         self.cfg = cfg
@@ -200,126 +276,102 @@ class CrawlHostFn(beam.DoFn):
     def process(self, element: tuple[str, list[str]]):
         host, seeds = element
         allowed = allowed_hosts(self.cfg)
-        if not all(is_allowed_host(url, allowed) for url in seeds):
-            for url in sorted(seeds):
-                yield CrawlEvent(url, "", 0, "off_host")
-            return
-        yield from crawl_host(host, sorted(seeds), self.cfg)
+        refused = [url for url in seeds if not is_allowed_host(url, allowed)]
+        for url in sorted(refused):
+            yield PageRecord(url, "off_host")
+        if len(refused) < len(seeds):
+            yield from crawl_host(host, sorted(set(seeds) - set(refused)), self.cfg)
 
 
-def first_page_per_pair(element: tuple[tuple[str, str], list[str]]):
-    """((image URL, alt), page URLs) -> the entry of the first page to download; tagged
-    "repeats": manifest lines for the other pages, or for every page when alt is empty."""
-    (url, alt), pages = element
-    pages = sorted(pages)
-    if not alt:
-        for page in pages:
-            yield beam.pvalue.TaggedOutput("repeats", image_line(url, alt, page, "no_alt"))
-        return
-    yield {"url": url, "alt": alt, "page_url": pages[0]}
-    for page in pages[1:]:
-        yield beam.pvalue.TaggedOutput("repeats", image_line(url, alt, page, "duplicate_pair"))
+class DownloadUnitFn(beam.DoFn):
+    """((unit, units), [(image URL, uses)]) -> ("image/<outcome>", count) pairs; writes the
+    unit's files into the staging folder, or reads its counts back when it is already done."""
 
-
-class DownloadHostImagesFn(beam.DoFn):
-    """(image host, [(image URL, [(alt, page URL)])]) -> "pairs": serialized `ImageTextPair`s;
-    main: a manifest line per (alt, page URL) entry."""
-
-    def __init__(self, cfg: ScrapeConfig) -> None:
-        self.cfg = cfg
+    def __init__(self, cfg: ScrapeConfig, staging: str) -> None:
+        self.cfg, self.staging = cfg, staging
 
     def setup(self) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        self.pool = ThreadPoolExecutor(self.cfg.download_threads, thread_name_prefix="download")
-        self._last_request = 0.0  # monotonic time of the last request, when robots.txt sets a delay
+        workers = self.cfg.decode_workers or os.cpu_count() or 1
+        self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"))
+        self.robots: dict = {}
 
     def teardown(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
     def process(self, element):
-        host, images = element
-        allowed = allowed_hosts(self.cfg)
-        rules = None
-        progress = Progress(total=None, desc=f"download {host or 'non-http'}", unit="img")
-        batch: list[tuple[str, list[tuple[str, str]]]] = []
-        for url, uses in images:
-            if not is_allowed_host(url, allowed):
-                yield from self._lines(url, uses, "not_http" if not host else "off_host")
-                continue
-            rules = rules or load_robots(url, self.cfg.user_agent, self.cfg.request_timeout_s)
-            if not rules.can_fetch(url):
-                outcome = "robots_unavailable" if rules.disallow_all else "robots_disallowed"
-                yield from self._lines(url, uses, outcome, rules.reason)
-                continue
-            batch.append((url, uses))
-            if len(batch) >= 4 * self.cfg.download_threads:
-                yield from self._download(batch, rules.crawl_delay_s, progress)
-                batch = []
-        if batch:
-            yield from self._download(batch, rules.crawl_delay_s, progress)
-        progress.close()
-
-    def _download(self, batch, delay_s: float, progress: Progress):
-        cfg = self.cfg
-
-        def get(url: str) -> Fetched:
-            return fetch(url, cfg.user_agent, cfg.request_timeout_s, cfg.max_image_bytes)
-
-        if delay_s > 0:  # robots.txt asks for one request at a time
-            results = []
-            for url, _ in batch:
-                time.sleep(max(0.0, self._last_request + delay_s - time.monotonic()))
-                self._last_request = time.monotonic()
-                results.append(get(url))
-        else:
-            results = list(self.pool.map(get, [url for url, _ in batch]))
-        for (url, uses), fetched in zip(batch, results, strict=True):
-            progress.update(1)
-            yield from self._pairs_or_lines(url, uses, fetched)
-
-    def _pairs_or_lines(self, url: str, uses: list[tuple[str, str]], fetched: Fetched):
-        if fetched.outcome != "ok":
-            yield from self._lines(url, uses, fetched.outcome, fetched.error)
+        (unit, num_units), images = element
+        name = shards.unit_name(unit, num_units)
+        done = fs.join(self.staging, "_done", f"unit-{name}.json")
+        if fs.exists(done):
+            yield from fs.read_json(done)["counts"].items()
             return
+        writer = shards.UnitWriter(self.staging, unit, num_units, self.cfg.output_formats)
+        manifest = fs.join(self.staging, f"manifest-images-{name}.jsonl")
+        lines = FileSystems.create(manifest + ".tmp")
         try:
-            described = describe_image(fetched.body)
-        except ValueError as e:
-            yield from self._lines(url, uses, "not_an_image", str(e))
-            return
-        image_format, width, height = described
-        sha256 = hashlib.sha256(fetched.body).hexdigest()
-        for alt, page_url in uses:
-            pair = ImageTextPair(fetched.body, image_format, width, height, sha256, alt, url, page_url)
-            yield beam.pvalue.TaggedOutput("pairs", pair.to_example())
-            yield image_line(url, alt, page_url, "ok")
-
-    @staticmethod
-    def _lines(url: str, uses: list[tuple[str, str]], outcome: str, error: str = ""):
-        for alt, page_url in uses:
-            yield image_line(url, alt, page_url, outcome, error)
-
-
-def describe_image(data: bytes) -> tuple[str, int, int]:
-    """(format, width, height) of an image file, fully decoded to catch truncated files.
-
-    Raises:
-        ValueError: the bytes are not an image in one of `IMAGE_FORMATS`.
-    """
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-            kind, (width, height) = image.format, image.size
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise ValueError(f"cannot decode image: {e}") from None
-    if kind not in IMAGE_FORMATS:
-        raise ValueError(f"unsupported image format {kind}")
-    return IMAGE_FORMATS[kind], width, height
+            download = UnitDownload(
+                self.cfg,
+                self.pool,
+                writer.write,
+                lambda line: lines.write(json.dumps(line, sort_keys=True).encode() + b"\n"),
+                self.robots,
+            )
+            counts = download.run(sorted(images), f"download unit {name}")
+        except BaseException:
+            writer.abort()
+            lines.close()
+            raise
+        lines.close()
+        writer.close()
+        FileSystems.rename([manifest + ".tmp"], [manifest])
+        fs.write_json(done, {"counts": dict(counts), "pairs": writer.count})
+        yield from counts.items()
 
 
-def _delete_previous_outputs(out_dir: str) -> None:
-    """Removes the shards, manifest and report of an earlier run into the same folder."""
-    old = fs.glob(shard_pattern(out_dir)) + fs.glob(fs.join(out_dir, f"{MANIFEST_PREFIX}-*{MANIFEST_SUFFIX}"))
-    old += [p for p in [fs.join(out_dir, REPORT_FILE)] if fs.exists(p)]
-    if old:
-        FileSystems.delete(old)
+def _staged_outputs(folder: str) -> list[str]:
+    return sorted(p for pattern in OUTPUT_GLOBS for p in fs.glob(fs.join(folder, pattern)))
+
+
+def _prepare_staging(staging: str, run_id: str) -> None:
+    """Keeps a staging folder of the same configuration (to resume it), else starts afresh."""
+    run_file = fs.join(staging, RUN_FILE)
+    if fs.exists(run_file) and fs.read_json(run_file).get("fingerprint") == run_id:
+        stale = fs.glob(fs.join(staging, "manifest-entries*")) + fs.glob(fs.join(staging, "*.tmp"))
+        fs.delete(stale + [p for p in [fs.join(staging, REPORT_FILE)] if fs.exists(p)])
+        log.info("scrape: resuming the unfinished run in %s", staging)
+        return
+    if fs.exists(staging):
+        FileSystems.delete([staging])
+    fs.makedirs(staging)
+    fs.write_json(run_file, {"fingerprint": run_id})
+
+
+def _publish_pending(staging: str, run_id: str) -> bool:
+    plan = fs.join(staging, PUBLISH_FILE)
+    return fs.exists(plan) and fs.read_json(plan).get("fingerprint") == run_id
+
+
+def _plan_publish(staging: str, out_dir: str) -> None:
+    """Records which files replace which, so that a publish cut short can be finished."""
+    new = [p[len(staging) + 1 :] for p in _staged_outputs(staging)]
+    old = [p[len(out_dir) + 1 :] for p in _staged_outputs(out_dir)]
+    run_id = fs.read_json(fs.join(staging, RUN_FILE))["fingerprint"]
+    fs.write_json(fs.join(staging, PUBLISH_FILE), {"fingerprint": run_id, "new": new, "old": old})
+
+
+def _publish(staging: str, out_dir: str) -> None:
+    """Replaces the previous outputs of `out_dir` by the staged ones, then drops the staging."""
+    plan = fs.read_json(fs.join(staging, PUBLISH_FILE))
+    stale = [fs.join(out_dir, name) for name in set(plan["old"]) - set(plan["new"])]
+    fs.delete([p for p in stale if fs.exists(p)])
+    for name in plan["new"]:
+        source, target = fs.join(staging, name), fs.join(out_dir, name)
+        if fs.exists(source):  # not yet moved by a publish that was cut short
+            if fs.exists(target):
+                fs.delete([target])
+            fs.makedirs(target.rsplit("/", 1)[0])
+            FileSystems.rename([source], [target])
+    FileSystems.delete([staging])
+
+
+__all__ = ["ImageEntry", "ScrapeReport", "run_scrape", "check_inputs", "build_scrape"]

@@ -42,7 +42,7 @@ from alignpipe.data.eval_sets import load_classification_set, load_retrieval_set
 from alignpipe.data.records import SHARD_SUFFIX, ImageTextPair, shard_pattern, shard_prefix
 from alignpipe.errors import InputError
 from alignpipe.filtering.funnel import FunnelReport, plot_funnel, write_funnel_json
-from alignpipe.filtering.phash import PHashIndex, phash, read_blocklist
+from alignpipe.imaging.phash import PHashIndex, phash, read_blocklist
 from alignpipe.filtering.rules import PairFacts, drop_reason, normalise_alt_text
 from alignpipe.filtering.vocabulary import VocabularyTokensPerText
 

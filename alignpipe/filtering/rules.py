@@ -40,7 +40,7 @@ import re
 from collections.abc import Collection, Iterable
 
 from alignpipe.config import FilterConfig
-from alignpipe.filtering.phash import PHashIndex, has_near_duplicate
+from alignpipe.imaging.phash import PHashIndex, has_near_duplicate
 
 REASONS: tuple[str, ...] = (
     "image_undecodable",

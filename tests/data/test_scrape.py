@@ -5,7 +5,6 @@ import json
 import os
 import time
 
-import apache_beam as beam
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -13,10 +12,10 @@ from PIL import Image
 
 from alignpipe import fs
 from alignpipe.config import load_config
-from alignpipe.data.crawl import host_of
+from alignpipe.data.download import UnitDownload, Use
 from alignpipe.data.records import COMPRESSION, ImageTextPair, shard_pattern
-from alignpipe.data.scrape import DownloadHostImagesFn, describe_image, run_scrape
-from alignpipe.data.serve import serve_folder
+from alignpipe.data.scrape import run_scrape
+from alignpipe.demo.serve import serve_folder
 from alignpipe.errors import InputError
 
 
@@ -42,7 +41,7 @@ SITE = {
         <img src="img/c.png" alt="">
         <img src="img/missing.png" alt="a broken picture">
         <img src="/private/s.png" alt="a secret picture">
-        <img src="https://cdn.other.example/x.png" alt="a picture elsewhere">
+        <img src="http://127.0.0.2:9/x.png" alt="a picture on a refused address">
         <img src="data:image/gif;base64,R0lGODlhAQABAAAAACw=" alt="an inline pixel">
         <img src="img/fake.png" alt="a text file named png">
         <img src="img/huge.png" alt="a very large picture">
@@ -60,17 +59,18 @@ SITE = {
 
 EXPECTED_OUTCOMES = {
     "image/duplicate_pair": 1,
+    "image/forbidden_address": 1,
     "image/http_404": 1,
     "image/no_alt": 2,
     "image/not_an_image": 1,
     "image/not_http": 1,
-    "image/off_host": 1,
     "image/ok": 3,
     "image/robots_disallowed": 1,
     "image/too_large": 1,
     "page/http_404": 1,
     "page/ok": 2,
 }
+LOOPBACK = "scrape.allowed_networks=127.0.0.1/32"
 
 
 def read_pairs(out_dir: str) -> list[ImageTextPair]:
@@ -90,14 +90,15 @@ def read_manifest(out_dir: str) -> list[dict]:
 def test_scrape_writes_pairs_manifest_and_report_that_add_up(make_site, tmp_path):
     out = str(tmp_path / "scraped")
     with serve_folder(make_site(SITE)) as url:
-        overrides = [f"scrape.seed_urls={url}", "scrape.max_image_bytes=20000", "scrape.num_shards=2"]
+        overrides = [f"scrape.seed_urls={url}", "scrape.max_image_bytes=20000", LOOPBACK, "scrape.retries=0"]
+        overrides += ["scrape.output_formats=tfrecord,webdataset,parquet"]
         report = run_scrape(load_config("local", "tiny", overrides), out)
 
         assert report.outcomes == EXPECTED_OUTCOMES
         assert (report.pages_crawled, report.pages_failed) == (2, 1)
         assert (report.images_found, report.pairs_written) == (12, 3)
         assert fs.read_json(os.path.join(out, "scrape_report.json")) == report.to_dict()
-        assert len(fs.glob(shard_pattern(out))) == 2
+        assert not os.path.exists(os.path.join(out, "_staging"))
 
         pairs = sorted(read_pairs(out), key=lambda p: (p.image_url, p.text))
         assert [(p.image_url.removeprefix(url), p.text, p.page_url.removeprefix(url)) for p in pairs] == [
@@ -108,13 +109,14 @@ def test_scrape_writes_pairs_manifest_and_report_that_add_up(make_site, tmp_path
         a, _, b = pairs
         assert (a.image_format, a.width, a.height, a.image_bytes) == ("png", 80, 60, SITE["img/a.png"])
         assert (b.image_format, b.width, b.height) == ("jpeg", 64, 96)
+        assert (b.original_width, b.original_height) == (64, 96)
         assert b.sha256 == hashlib.sha256(SITE["img/b.jpg"]).hexdigest()
 
         manifest = read_manifest(out)
         counted = collections.Counter(f"{m['kind']}/{m['outcome']}" for m in manifest)
         assert counted == EXPECTED_OUTCOMES
         private = [m for m in manifest if m["url"].endswith("/private/s.png")]
-        assert private == [
+        assert [{k: v for k, v in m.items() if k != "error"} for m in private] == [
             {
                 "kind": "image",
                 "url": url + "private/s.png",
@@ -123,12 +125,38 @@ def test_scrape_writes_pairs_manifest_and_report_that_add_up(make_site, tmp_path
                 "outcome": "robots_disallowed",
             }
         ]
+        assert_exports_match(out, pairs)
 
-        # A rerun into the same folder replaces the earlier shards instead of mixing with them.
-        overrides[-1] = "scrape.num_shards=1"
+        # A rerun with another unit size replaces the earlier output instead of mixing with it.
+        overrides.append("scrape.unit_size=1")
         again = run_scrape(load_config("local", "tiny", overrides), out)
     assert again == report
-    assert len(fs.glob(shard_pattern(out))) == 1 and len(read_pairs(out)) == 3
+    shards = fs.glob(shard_pattern(out))
+    assert shards and all(path.endswith("-of-00008.tfrecord.gz") for path in shards)  # 8 image URLs
+    assert len(read_pairs(out)) == 3
+
+
+def assert_exports_match(out: str, pairs: list[ImageTextPair]) -> None:
+    """The webdataset and parquet exports hold the same pairs, in img2dataset's layout."""
+    import tarfile
+
+    import pyarrow.parquet as pq
+
+    captions, images = {}, {}
+    for path in fs.glob(os.path.join(out, "webdataset", "*.tar")):
+        with tarfile.open(path) as tar:
+            for member in tar.getmembers():
+                key, ext = member.name.split(".", 1)
+                data = tar.extractfile(member).read()
+                if ext == "txt":
+                    captions[key] = data.decode()
+                elif ext in ("png", "jpg"):
+                    images[key] = data
+    assert sorted(captions.values()) == sorted(p.text for p in pairs)
+    assert sorted(images.values()) == sorted(p.image_bytes for p in pairs)
+    table = pq.read_table(fs.glob(os.path.join(out, "parquet", "*.parquet")))
+    assert sorted(table.column("caption").to_pylist()) == sorted(p.text for p in pairs)
+    assert set(table.column("key").to_pylist()) == set(captions)
 
 
 def test_run_scrape_without_seeds_is_an_input_error(tmp_path):
@@ -136,17 +164,10 @@ def test_run_scrape_without_seeds_is_an_input_error(tmp_path):
         run_scrape(load_config("local", "tiny"), str(tmp_path))
 
 
-def test_describe_image():
-    assert describe_image(SITE["img/a.png"]) == ("png", 80, 60)
-    assert describe_image(SITE["img/b.jpg"]) == ("jpeg", 64, 96)
-    with pytest.raises(ValueError, match="cannot decode"):
-        describe_image(b"<html>not an image</html>")
-    with pytest.raises(ValueError, match="cannot decode"):
-        describe_image(SITE["img/a.png"][:200])  # truncated
-    tiff = io.BytesIO()
-    Image.new("RGB", (8, 8)).save(tiff, format="TIFF")
-    with pytest.raises(ValueError, match="unsupported image format TIFF"):
-        describe_image(tiff.getvalue())
+def test_run_scrape_with_unmatched_input_paths_is_an_input_error(tmp_path):
+    overrides = ["scrape.source=url_list", f"scrape.input_paths={tmp_path}/none-*.parquet"]
+    with pytest.raises(InputError, match="matches no file"):
+        run_scrape(load_config("local", "tiny", overrides), str(tmp_path / "out"))
 
 
 def test_image_downloads_obey_crawl_delay(make_site):
@@ -156,19 +177,12 @@ def test_image_downloads_obey_crawl_delay(make_site):
         "b.jpg": SITE["img/b.jpg"],
     }
     with serve_folder(make_site(site)) as url:
-        cfg = load_config("local", "tiny", [f"scrape.seed_urls={url}"]).scrape
-        download = DownloadHostImagesFn(cfg)
-        download.setup()
-        images = [
-            (url + "a.png", [("alt a", url)]),
-            (url + "b.jpg", [("alt b", url)]),
-            (url + "c.png", [("c", url)]),
-        ]
+        cfg = load_config("local", "tiny", [f"scrape.seed_urls={url}", LOOPBACK, "scrape.retries=0"]).scrape
+        pairs, lines = [], []
+        images = [(url + name, [Use(f"alt {name}", url)]) for name in ("a.png", "b.jpg", "c.png")]
         start = time.monotonic()
-        out = list(download.process((host_of(url), images)))
+        UnitDownload(cfg, None, pairs.append, lines.append).run(images, "test")
         elapsed = time.monotonic() - start
-        download.teardown()
-    lines = [o for o in out if isinstance(o, dict)]
-    assert [line["outcome"] for line in lines] == ["ok", "ok", "http_404"]
-    assert sum(isinstance(o, beam.pvalue.TaggedOutput) for o in out) == 2
-    assert 2.0 <= elapsed < 3.5  # three requests, two pauses
+    assert sorted(line["outcome"] for line in lines) == ["http_404", "ok", "ok"]
+    assert len(pairs) == 2
+    assert 2.0 <= elapsed < 3.5  # three requests after robots.txt, at least a second apart

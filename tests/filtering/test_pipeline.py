@@ -15,7 +15,7 @@ from alignpipe import fs
 from alignpipe.config import EvalConfig, load_config
 from alignpipe.data.records import ImageTextPair, shard_pattern
 from alignpipe.errors import InputError
-from alignpipe.filtering.phash import phash, write_blocklist
+from alignpipe.imaging.phash import phash, write_blocklist
 from alignpipe.filtering.pipeline import decode_image_facts, evaluation_image_paths, run_filter
 from alignpipe.filtering.rules import REASONS, alt_unigrams_and_bigrams
 from tests.filtering.conftest import encode, make_scene
@@ -240,9 +240,9 @@ def test_hash_rules_off_without_eval_sets_or_blocklist_and_old_outputs_replaced(
 @pytest.mark.large
 def test_tiny_preset_on_the_demo_web(tmp_path):
     """Scrape the generated demo web over real HTTP, filter it, and check each kind of noise."""
-    from alignpipe.data.demo_web import BOILERPLATE_ALTS, IMAGES_PER_BOILERPLATE_ALT, write_demo_web
+    from alignpipe.demo.demo_web import BOILERPLATE_ALTS, IMAGES_PER_BOILERPLATE_ALT, write_demo_web
     from alignpipe.data.scrape import run_scrape
-    from alignpipe.data.serve import serve_folder
+    from alignpipe.demo.serve import serve_folder
     from alignpipe.filtering.rules import alt_word_count
 
     web = write_demo_web(str(tmp_path / "web"))

@@ -4,7 +4,7 @@ import pytest
 
 from alignpipe.config import FilterConfig
 from alignpipe.filtering import rules
-from alignpipe.filtering.phash import PHashIndex
+from alignpipe.imaging.phash import PHashIndex
 from alignpipe.filtering.rules import (
     REASONS,
     PairFacts,

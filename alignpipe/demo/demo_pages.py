@@ -1,4 +1,4 @@
-"""HTML pages of the demo mini-web (see `alignpipe.data.demo_web` for what they hold).
+"""HTML pages of the demo mini-web (see `alignpipe.demo.demo_web` for what they hold).
 
 Pages are plain, realistic HTML: a header with the site logo and navigation,
 paragraphs, figures with `<img alt>` and `<figcaption>`, and a footer of links.

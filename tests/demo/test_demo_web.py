@@ -10,13 +10,13 @@ from PIL import Image
 
 from alignpipe import fs
 from alignpipe.config import load_config
-from alignpipe.data import demo_web as dw
 from alignpipe.data.eval_sets import load_classification_set, load_retrieval_set
 from alignpipe.data.html import extract_image_alts, extract_links
 from alignpipe.data.records import COMPRESSION, ImageTextPair, shard_pattern
 from alignpipe.data.scrape import run_scrape
-from alignpipe.data.serve import serve_folder
-from alignpipe.filtering.phash import hamming, phash, read_blocklist
+from alignpipe.demo import demo_web as dw
+from alignpipe.demo.serve import serve_folder
+from alignpipe.imaging.phash import hamming, phash, read_blocklist
 
 SITE_URL = "http://demo.test/"
 

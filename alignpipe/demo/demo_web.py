@@ -5,7 +5,7 @@
 - `site/`: 53 public HTML pages (a home page, 4 section pages, 48 content pages in
   `shapes/`, `colours/`, `gallery/`, `blog/`) plus a `private/` section that
   `robots.txt` disallows, linked from the home page, whose 3 pages hold 120 more
-  images. Images are rendered scenes of coloured shapes (`alignpipe.data.scenes`),
+  images. Images are rendered scenes of coloured shapes (`alignpipe.demo.scenes`),
   PNG or JPEG, 96 px on the shorter side or near it. Image URLs are written
   page-relative (`../images/x.png`), root-relative (`/images/x.png`), relative to a
   `<base href="/images/">` (the gallery section), and lazily loaded (`data-src`
@@ -61,8 +61,8 @@ import random
 from PIL import Image, ImageDraw
 
 from alignpipe import fs
-from alignpipe.data import scenes
-from alignpipe.data.demo_pages import LOGO_SRC, PLACEHOLDER_SRC, Img, site_pages
+from alignpipe.demo import scenes
+from alignpipe.demo.demo_pages import LOGO_SRC, PLACEHOLDER_SRC, Img, site_pages
 
 GOOD_IMAGES, SECOND_SHOWINGS, THIRD_SHOWINGS = 2100, 650, 250
 BOILERPLATE_ALTS = (
@@ -131,7 +131,7 @@ def write_demo_web(out_dir: str, seed: int = 0) -> DemoWeb:
     Returns:
         The paths and counts; `counts` is also written to `out_dir/demo_web.json`.
     """
-    from alignpipe.filtering.phash import phash, write_blocklist
+    from alignpipe.imaging.phash import phash, write_blocklist
 
     root = out_dir.rstrip("/")
     site = fs.join(root, "site")
@@ -170,7 +170,7 @@ def write_demo_web(out_dir: str, seed: int = 0) -> DemoWeb:
 
 
 def _write_retrieval_set(folder: str, seed: int) -> tuple[str, list[scenes.Scene], list[int]]:
-    from alignpipe.filtering.phash import phash
+    from alignpipe.imaging.phash import phash
 
     rng = random.Random(f"{seed}-retrieval")
     chosen: dict[tuple, scenes.Scene] = {}
@@ -206,7 +206,7 @@ def _write_retrieval_set(folder: str, seed: int) -> tuple[str, list[scenes.Scene
 
 
 def _write_classification_set(folder: str, seed: int) -> list[int]:
-    from alignpipe.filtering.phash import phash
+    from alignpipe.imaging.phash import phash
 
     rng = random.Random(f"{seed}-classification")
     hashes = []

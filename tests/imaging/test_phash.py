@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from alignpipe.errors import InputError
-from alignpipe.filtering.phash import (
+from alignpipe.imaging.phash import (
     PHashIndex,
     dct_2d,
     hamming,

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alignpipe.data import scenes
+from alignpipe.demo import scenes
 
 
 def _object_mask(image: Image.Image, colour: str) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Shared fixtures of the data tests: the demo web, written once per session."""
+"""Shared fixtures: the demo web (written once per session), a site-writing helper, a dead URL."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from alignpipe.data.demo_web import DemoWeb, write_demo_web
+from alignpipe.demo.demo_web import DemoWeb, write_demo_web
 
 
 @pytest.fixture(scope="session")

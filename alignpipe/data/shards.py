@@ -1,0 +1,129 @@
+"""One work unit's output files: TFRecord pairs, and img2dataset-style exports.
+
+A unit `u` of `n` writes, into a folder:
+
+| file                                  | what                                                   |
+|---------------------------------------|--------------------------------------------------------|
+| `pairs-UUUUU-of-NNNNN.tfrecord.gz`    | `ImageTextPair` examples (`alignpipe.data.records`)    |
+| `webdataset/UUUUU.tar`                | img2dataset's webdataset layout: `KEY.jpg`/`.png`/..., |
+|                                       | `KEY.txt` (caption), `KEY.json` (metadata)             |
+| `parquet/UUUUU.parquet`               | img2dataset's parquet layout: metadata columns and the |
+|                                       | image bytes in `jpg`                                   |
+
+`KEY` is img2dataset's: the unit number and the pair's index in it, `UUUUUIIII`. Each
+file is written under a temporary name and renamed when complete, so a killed unit
+leaves no partial file under a final name.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import time
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+
+from alignpipe import fs
+from alignpipe.data.records import SHARD_PREFIX, SHARD_SUFFIX, ImageTextPair, TFRecordWriter
+
+EXTENSIONS = {"jpeg": "jpg", "png": "png", "gif": "gif", "webp": "webp", "bmp": "bmp"}
+_PARQUET_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("url", pa.string()),
+        ("caption", pa.string()),
+        ("page_url", pa.string()),
+        ("status", pa.string()),
+        ("width", pa.int64()),
+        ("height", pa.int64()),
+        ("original_width", pa.int64()),
+        ("original_height", pa.int64()),
+        ("sha256", pa.string()),
+        ("format", pa.string()),
+        ("jpg", pa.binary()),
+    ]
+)
+
+
+def unit_name(unit: int, num_units: int) -> str:
+    return f"{unit:05d}-of-{num_units:05d}"
+
+
+def unit_files(folder: str, unit: int, num_units: int, formats: tuple[str, ...]) -> dict[str, str]:
+    """Final paths of a unit's files, by format."""
+    files = {"tfrecord": fs.join(folder, f"{SHARD_PREFIX}-{unit_name(unit, num_units)}{SHARD_SUFFIX}")}
+    if "webdataset" in formats:
+        files["webdataset"] = fs.join(folder, "webdataset", f"{unit:05d}.tar")
+    if "parquet" in formats:
+        files["parquet"] = fs.join(folder, "parquet", f"{unit:05d}.parquet")
+    return files
+
+
+class UnitWriter:
+    """Writes one unit's pairs in every configured format; `close()` makes them final."""
+
+    def __init__(self, folder: str, unit: int, num_units: int, formats: tuple[str, ...]) -> None:
+        self.unit = unit
+        self.files = unit_files(folder, unit, num_units, formats)
+        for path in self.files.values():
+            fs.makedirs(path.rsplit("/", 1)[0])
+        self._handles = {k: FileSystems.create(p + ".tmp") for k, p in self.files.items()}
+        self._records = TFRecordWriter(self._handles["tfrecord"])
+        self._tar = (
+            tarfile.open(fileobj=self._handles["webdataset"], mode="w") if "webdataset" in formats else None
+        )
+        self._rows: list[dict[str, object]] | None = [] if "parquet" in formats else None
+        self.count = 0
+
+    def write(self, pair: ImageTextPair) -> None:
+        key = f"{self.unit:05d}{self.count:04d}"
+        self.count += 1
+        self._records.write(pair.to_example())
+        meta = {
+            "key": key,
+            "url": pair.image_url,
+            "caption": pair.text,
+            "page_url": pair.page_url,
+            "status": "success",
+            "width": pair.width,
+            "height": pair.height,
+            "original_width": pair.original_width or pair.width,
+            "original_height": pair.original_height or pair.height,
+            "sha256": pair.sha256,
+            "format": pair.image_format,
+        }
+        if self._tar is not None:
+            ext = EXTENSIONS[pair.image_format]
+            for name, data in (
+                (f"{key}.{ext}", pair.image_bytes),
+                (f"{key}.txt", pair.text.encode("utf-8")),
+                (f"{key}.json", json.dumps(meta, sort_keys=True).encode("utf-8")),
+            ):
+                info = tarfile.TarInfo(name)
+                info.size, info.mtime = len(data), int(time.time())
+                self._tar.addfile(info, io.BytesIO(data))
+        if self._rows is not None:
+            self._rows.append(meta | {"jpg": pair.image_bytes})
+
+    def close(self) -> list[str]:
+        """Finishes every file and moves it to its final name; returns the final paths."""
+        self._records.close()
+        if self._tar is not None:
+            self._tar.close()
+        if self._rows is not None:
+            pq.write_table(pa.Table.from_pylist(self._rows, schema=_PARQUET_SCHEMA), self._handles["parquet"])
+        for handle in self._handles.values():
+            handle.close()
+        for path in self.files.values():
+            if fs.exists(path):
+                FileSystems.delete([path])
+            FileSystems.rename([path + ".tmp"], [path])
+        return list(self.files.values())
+
+    def abort(self) -> None:
+        for handle in self._handles.values():
+            handle.close()
+        FileSystems.delete([p + ".tmp" for p in self.files.values() if fs.exists(p + ".tmp")])

@@ -1,0 +1,1 @@
+"""Image facts shared by the data and filtering stages (perceptual hashes, decoding)."""
