@@ -1,0 +1,270 @@
+"""Image URL + caption lists as LAION, COYO, CC3M and CC12M ship them, read as a stream.
+
+Formats, chosen by the file name (local path or `gs://` URI):
+
+| suffix                 | layout                                                          |
+|------------------------|-----------------------------------------------------------------|
+| `.parquet`             | columns, read by record batches (LAION: `URL`, `TEXT`; COYO:    |
+|                        | `url`, `text`)                                                  |
+| `.tsv`, `.tsv.gz`      | tab-separated, no quoting (fields hold no tabs or newlines)     |
+| `.csv`, `.csv.gz`      | comma-separated, RFC 4180 quoting                               |
+
+A header row names the columns. A first row that holds an http(s) URL is data, not a
+header (a header never holds a URL): the list is header-less, as CC3M (`caption<TAB>url`)
+and CC12M (`url<TAB>caption`) ship it; the URL column is that URL's position, the caption
+column the first other one. Blank lines are not rows.
+
+Without `url_column` / `caption_column`, the first present of `URL_COLUMNS` /
+`CAPTION_COLUMNS` is used (case-sensitive); a list without a caption column gives
+alt "" everywhere. Every row gives exactly one `ImageEntry`, including rows whose URL
+is empty or not http(s): the download counts those as `not_http` instead of losing
+them here. Memory stays bounded by one record batch (parquet) or one line.
+
+Example:
+    >>> for entry in read_url_list("gs://bucket/laion/part-00000.parquet"):  # doctest: +SKIP
+    ...     print(entry.url, entry.alt)
+"""
+
+from __future__ import annotations
+
+import _csv
+import csv
+import gzip
+import itertools
+import zlib
+from collections.abc import Iterator
+from typing import BinaryIO
+
+import pyarrow
+import pyarrow.parquet
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from alignpipe.data.entries import ImageEntry
+from alignpipe.data.html import normalise_alt, resolve_url
+from alignpipe.errors import InputError
+
+URL_COLUMNS = ("url", "URL", "image_url", "img_url")
+CAPTION_COLUMNS = ("caption", "TEXT", "text", "alt", "alt_text", "title")
+FORMATS = {".parquet": "parquet", ".tsv": "tsv", ".tsv.gz": "tsv", ".csv": "csv", ".csv.gz": "csv"}
+PARQUET_BATCH_ROWS = 8192
+MAX_LINE_BYTES = 1 << 20
+
+
+def read_url_list(path: str, url_column: str = "", caption_column: str = "") -> Iterator[ImageEntry]:
+    """Streams the (image URL, caption) rows of a url list as `ImageEntry`s, in file order.
+
+    Args:
+        path: a `.parquet`, `.tsv[.gz]` or `.csv[.gz]` file, local or `gs://`.
+        url_column: the column of image URLs; "" picks the first of `URL_COLUMNS` present.
+        caption_column: the column of captions; "" picks the first of `CAPTION_COLUMNS`
+            present (none present: every alt is "").
+
+    Yields:
+        One `ImageEntry` per row: the URL normalised (`html.resolve_url`; "" stays ""),
+        the caption whitespace-normalised as `alt`, `page_url` "".
+
+    Raises:
+        InputError: the file is missing or unreadable, its format is unknown, or a named
+            column (or any URL column) is missing.
+    """
+    for url, caption in _url_caption_rows(path, url_column, caption_column):
+        yield ImageEntry(url=_normalised_url(url), alt=normalise_alt(caption))
+
+
+def iter_url_list_units(
+    path: str, unit_size: int, url_column: str = "", caption_column: str = ""
+) -> Iterator[tuple[int, list[ImageEntry]]]:
+    """Cuts a url list into numbered work units of `unit_size` consecutive rows.
+
+    The same file always gives the same units, so a stage can record the numbers of
+    finished units and skip them when resumed.
+
+    Args:
+        path: as for `read_url_list`.
+        unit_size: rows per unit (the last unit may be shorter).
+        url_column: as for `read_url_list`.
+        caption_column: as for `read_url_list`.
+
+    Yields:
+        `(unit_number, entries)` with unit numbers 0, 1, 2, ...
+
+    Raises:
+        ValueError: `unit_size` is below 1.
+        InputError: as for `read_url_list`.
+    """
+    if unit_size < 1:
+        raise ValueError(f"unit_size must be at least 1, got {unit_size}")
+    entries = read_url_list(path, url_column, caption_column)
+    for number in itertools.count():
+        unit = list(itertools.islice(entries, unit_size))
+        if not unit:
+            return
+        yield number, unit
+
+
+def list_format(path: str) -> str:
+    """`parquet`, `tsv` or `csv`, from the file name; InputError for anything else."""
+    name = path.lower()
+    for suffix, kind in FORMATS.items():
+        if name.endswith(suffix):
+            return kind
+    raise InputError(f"url list {path}: unknown format; expected a name ending in {', '.join(FORMATS)}")
+
+
+def _normalised_url(url: str) -> str:
+    """The URL as `html.resolve_url` gives it (trimmed, normalised); "" stays ""."""
+    if not url.strip():
+        return ""
+    try:
+        return resolve_url("", url)
+    except ValueError:  # e.g. an unbalanced IPv6 bracket: kept, the download names the failure
+        return url.strip()
+
+
+def _url_caption_rows(path: str, url_column: str, caption_column: str) -> Iterator[tuple[str, str]]:
+    kind = list_format(path)
+    stream = _open(path)
+    try:
+        if kind == "parquet":
+            yield from _parquet_rows(stream, path, url_column, caption_column)
+        else:
+            yield from _delimited_rows(stream, path, kind, url_column, caption_column)
+    finally:
+        stream.close()
+
+
+def _open(path: str) -> BinaryIO:
+    """Opens `path` for reading through Beam's file systems, gunzipping `.gz` names.
+
+    Python's `gzip` (not Beam's decompression) reads the `.gz` files because it raises on
+    a truncated file instead of ending quietly.
+    """
+    try:
+        if not FileSystems.exists(path):
+            raise InputError(f"url list {path}: no such file")
+        raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    except InputError:
+        raise
+    except Exception as e:  # each Beam file system (local, GCS, ...) fails in its own way
+        raise InputError(f"url list {path}: cannot be opened: {e}") from e
+    return gzip.GzipFile(fileobj=raw, mode="rb") if path.lower().endswith(".gz") else raw
+
+
+def _pick_column(path: str, found: list[str], wanted: str, known: tuple[str, ...], kind: str) -> str | None:
+    """The column to read: `wanted` when given (it must exist), else the first known name."""
+    if wanted:
+        if wanted not in found:
+            raise InputError(f"url list {path}: no {kind} column {wanted!r}; columns found: {found}")
+        return wanted
+    column = next((name for name in known if name in found), None)
+    if column is None and kind == "URL":
+        raise InputError(
+            f"url list {path}: no URL column; columns found: {found}; looked for: {list(known)}"
+            " (or name one with url_column)"
+        )
+    return column
+
+
+def _parquet_rows(
+    stream: BinaryIO, path: str, url_column: str, caption_column: str
+) -> Iterator[tuple[str, str]]:
+    try:
+        parquet = pyarrow.parquet.ParquetFile(stream)
+    except (pyarrow.ArrowException, OSError) as e:
+        raise InputError(f"url list {path}: not a readable parquet file: {e}") from e
+    found = list(parquet.schema_arrow.names)
+    url_name = _pick_column(path, found, url_column, URL_COLUMNS, "URL")
+    caption_name = _pick_column(path, found, caption_column, CAPTION_COLUMNS, "caption")
+    columns = [url_name] + ([caption_name] if caption_name else [])
+    batches = parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns)
+    rows_read = 0
+    while True:
+        try:
+            batch = next(batches, None)
+        except (pyarrow.ArrowException, OSError) as e:
+            raise InputError(f"url list {path}: unreadable after row {rows_read}: {e}") from e
+        if batch is None:
+            return
+        urls = batch.column(0).to_pylist()
+        captions = batch.column(1).to_pylist() if caption_name else [None] * len(urls)
+        rows_read += len(urls)
+        yield from zip(map(_cell_text, urls), map(_cell_text, captions), strict=True)
+
+
+def _cell_text(value: object) -> str:
+    if isinstance(value, bytes):  # a binary column
+        return value.decode("utf-8", errors="replace")
+    return "" if value is None else str(value)
+
+
+def _delimited_rows(
+    stream: BinaryIO, path: str, kind: str, url_column: str, caption_column: str
+) -> Iterator[tuple[str, str]]:
+    lines = _text_lines(stream, path)
+    if kind == "tsv":
+        reader = csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
+    else:
+        reader = csv.reader(lines)
+    rows = _non_blank_rows(reader, path)
+    first = next(rows, None)
+    if first is None:
+        return
+    url_at = next((i for i, cell in enumerate(first) if _is_http(cell)), None)
+    if url_at is not None:  # a header never holds a URL: the list has none
+        if url_column or caption_column:
+            raise InputError(f"url list {path}: has no header row, so columns cannot be named")
+        caption_at = next((i for i in range(len(first)) if i != url_at), None)
+        rows = itertools.chain([first], rows)
+    else:
+        header = [cell.strip() for cell in first]
+        url_at = header.index(_pick_column(path, header, url_column, URL_COLUMNS, "URL"))
+        caption_name = _pick_column(path, header, caption_column, CAPTION_COLUMNS, "caption")
+        caption_at = header.index(caption_name) if caption_name else None
+    for row in rows:
+        yield _cell(row, url_at), _cell(row, caption_at)
+
+
+def _is_http(cell: str) -> bool:
+    return cell.strip().lower().startswith(("http://", "https://"))
+
+
+def _cell(row: list[str], at: int | None) -> str:
+    return row[at] if at is not None and at < len(row) else ""
+
+
+def _text_lines(stream: BinaryIO, path: str) -> Iterator[str]:
+    """The file's lines as text, each given only once the next read succeeded, so that a
+    truncated `.gz` raises before its cut last line is read as a row."""
+    previous, number = b"", 0
+    while True:
+        try:
+            line = stream.readline(MAX_LINE_BYTES + 1)
+        except (OSError, EOFError, zlib.error) as e:
+            raise InputError(f"url list {path}: unreadable after line {number}: {e}") from e
+        if len(line) > MAX_LINE_BYTES:
+            too_long = number + (2 if previous else 1)
+            raise InputError(f"url list {path}: line {too_long} is longer than {MAX_LINE_BYTES} bytes")
+        if previous:
+            number += 1
+            try:
+                # utf-8-sig drops the byte-order mark that spreadsheet exports put first
+                yield previous.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                raise InputError(f"url list {path}: line {number} is not UTF-8: {e}") from e
+        if not line:
+            return
+        previous = line
+
+
+def _non_blank_rows(reader: _csv.Reader, path: str) -> Iterator[list[str]]:
+    """The rows of a csv reader without blank lines; parsing errors as InputError."""
+    while True:
+        try:
+            row = next(reader, None)
+        except csv.Error as e:
+            raise InputError(f"url list {path}: unreadable at line {reader.line_num}: {e}") from e
+        if row is None:
+            return
+        if any(cell.strip() for cell in row):
+            yield row
