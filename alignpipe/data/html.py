@@ -7,8 +7,8 @@ its first `<base href>`, and normalised (`normalise_url`).
 
 Image source policy, for each `<img>` (one `ImageAlt` per `<img>` that has a source):
 
-1. lazy loading wins: the largest `data-srcset` candidate, else `data-src`, `data-lazy-src`,
-   `data-original` (the real image; `src` is then usually a placeholder);
+1. lazy loading wins: the largest `data-srcset` candidate (competing with `<picture>` sources
+   as in 2), else `data-src`, `data-lazy-src`, `data-original` (`src` is then a placeholder);
 2. else the largest candidate among the `<img srcset>` and, inside `<picture>`, the `srcset` of
    each preceding `<source>` whose `type` is absent or one PIL decodes (JPEG, PNG, GIF, WebP,
    BMP); `media` conditions are ignored, since art-directed variants show the same subject and
@@ -43,12 +43,12 @@ _LAZY_SRC_ATTRS = ("data-src", "data-lazy-src", "data-original")
 _IMAGE_TYPES = frozenset(
     {"image/jpeg", "image/jpg", "image/pjpeg", "image/png", "image/gif", "image/webp", "image/bmp"}
 )
-_LINK_SCHEMES = ("http", "https")
 
 # Characters kept as they are when percent-encoding each URL component ('%' keeps %XX escapes).
 _PATH_SAFE = "/%!$&'()*+,;=:@~"
 _QUERY_SAFE = "/?%!$&'()*+,;=:@~[]"
 _USERINFO_SAFE = "%!$&'()*+,;=:~"
+_MEMO_MAX_CHARS = 256  # longer references are resolved without memoising them
 _TAB_NEWLINE = re.compile(r"[\t\n\r]")
 # An http(s) URL that normalise_url would return unchanged (most URLs of real pages).
 _NORMAL_URL = re.compile(
@@ -63,6 +63,7 @@ _PRESCAN_BYTES = 4096
 _HEADER_CHARSET = re.compile(r"""charset\s*=\s*["']?\s*([\w:.+-]+)""", re.I)
 _META_CHARSET = re.compile(rb"""<meta[^>]*?charset\s*=\s*["']?\s*([\w:.+-]+)""", re.I)
 _XML_ENCODING = re.compile(rb"""^\s*<\?xml[^>]*?encoding\s*=\s*["']\s*([\w:.+-]+)""", re.I)
+_CP1252_SLACK = 0.1  # how much more "mess" (charset_normalizer's chaos) cp1252 may show
 _BOMS = ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"))
 # Labels Python does not know, and codecs replaced by the superset browsers decode them with
 # (the WHATWG Encoding Standard: a page labelled latin-1 is really windows-1252, and so on).
@@ -76,7 +77,7 @@ _SUPERSETS = {
     "shift_jis": "cp932",
     "gb2312": "gbk",
     "euc_kr": "cp949",
-    "utf-16": "utf-16-le",
+    "utf-16": "utf-16-le",  # a UTF-16 label without a byte-order mark
 }
 
 
@@ -121,7 +122,7 @@ def _codec(label: str | bytes) -> str | None:
     label = label.strip().lower()
     try:
         name = codecs.lookup(_LABEL_ALIASES.get(label, label)).name
-        b"a".decode(name)  # rejects base64, rot13, ...: codecs that are not text encodings
+        "a".encode(name)  # rejects base64, rot13, ...: codecs that are not text encodings
     except (LookupError, ValueError):
         return None
     return _SUPERSETS.get(name, name)
@@ -140,8 +141,17 @@ def _detected_charset(body: bytes) -> str:
         return "utf-8"  # valid UTF-8 (ASCII included): detection could only do worse
     except UnicodeDecodeError:
         pass
-    best = charset_normalizer.from_bytes(body).best()
-    return (_codec(best.encoding) if best is not None else None) or "utf-8"
+    matches = charset_normalizer.from_bytes(body)
+    best = matches.best()
+    if best is None:
+        return "utf-8"
+    # charset_normalizer often ranks a sibling Latin code page (cp1257, cp1250) first on
+    # French or Spanish text; windows-1252, the web's commonest legacy charset and the
+    # browsers' fallback, wins whenever it reads the bytes nearly as cleanly.
+    for match in matches:
+        if "cp1252" in match.could_be_from_charset and match.chaos <= best.chaos + _CP1252_SLACK:
+            return "cp1252"
+    return _codec(best.encoding) or "utf-8"
 
 
 def decode_html(body: bytes, content_type: str = "") -> tuple[str, str]:
@@ -207,7 +217,7 @@ def normalise_url(url: str) -> str:
         host, colon, port = hostport, "", ""
     netloc = urllib.parse.quote(userinfo, safe=_USERINFO_SAFE) + at + _normalise_host(host) + colon + port
     scheme = parts.scheme.lower()
-    path = parts.path or ("/" if scheme in _LINK_SCHEMES else "")
+    path = parts.path or ("/" if scheme in ("http", "https") else "")
     return urllib.parse.urlunsplit(
         (
             scheme,
@@ -308,8 +318,38 @@ def _resolve_or_none(base: str, ref: str) -> str | None:
         return None
 
 
+@functools.lru_cache(maxsize=1 << 15)
+def _resolve_in_directory(directory: str, ref: str) -> str | None:
+    return _resolve_or_none(directory, ref)
+
+
+class _Resolver:
+    """Resolves a page's references, memoised across pages that share a directory: a non-empty
+    reference that starts with neither '?' nor '#' resolves the same against the page URL as
+    against its directory, so a site's navigation links are joined once (`data:` URLs are not)."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        try:
+            parts = urllib.parse.urlsplit(base_url)
+            path = parts.path[: parts.path.rfind("/") + 1] or "/"
+            self.directory = urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+        except ValueError:
+            self.directory = ""
+
+    def __call__(self, ref: str) -> str | None:
+        ref = ref.strip()
+        if ref and ref[0] not in "?#" and len(ref) <= _MEMO_MAX_CHARS and self.directory:
+            return _resolve_in_directory(self.directory, ref)
+        return _resolve_or_none(self.base_url, ref)
+
+
 def _robots_directives(content: str | None) -> set[str]:
     return {d for d in re.split(r"[\s,]+", (content or "").lower()) if d}
+
+
+def _is_link(url: str | None) -> bool:
+    return url is not None and url.startswith(("http://", "https://"))
 
 
 def parse_page(body: bytes | str, page_url: str, content_type: str = "") -> ParsedPage:
@@ -334,32 +374,26 @@ def parse_page(body: bytes | str, page_url: str, content_type: str = "") -> Pars
             if source:
                 raw_images.append((source, attrs.get("alt") or ""))
         elif tag in ("a", "area"):
-            hrefs.append(attrs.get("href") or "")
+            hrefs.append((attrs.get("href") or "").partition("#")[0])  # fragments never matter
         elif tag == "base":
             if base_href is None and (attrs.get("href") or "").strip():
                 base_href = attrs["href"]
         elif tag == "meta" and (attrs.get("name") or "").strip().lower() == "robots":
             robots |= _robots_directives(attrs.get("content"))
-    base_url = page_url
-    if base_href is not None:
-        resolved = _resolve_or_none(page_url, base_href)
-        if resolved and urllib.parse.urlsplit(resolved).scheme in _LINK_SCHEMES:
-            base_url = resolved
+    resolved_base = _resolve_or_none(page_url, base_href) if base_href is not None else None
+    base_url = resolved_base if _is_link(resolved_base) else page_url
+    resolve = _Resolver(base_url)
     images = []
     for source, alt in raw_images:
-        url = _resolve_or_none(base_url, source)
+        url = resolve(source)
         if url:
             images.append(ImageAlt(url, normalise_alt(alt)))
-    return ParsedPage(base_url, encoding, images, _absolute_links(base_url, hrefs), frozenset(robots))
-
-
-def _absolute_links(base_url: str, hrefs: list[str]) -> list[str]:
     links: dict[str, None] = {}
     for href in dict.fromkeys(hrefs):  # pages repeat hrefs: resolve each one once
-        url = _resolve_or_none(base_url, href)
-        if url and urllib.parse.urlsplit(url).scheme in _LINK_SCHEMES:
-            links.setdefault(urllib.parse.urldefrag(url).url, None)
-    return list(links)
+        url = resolve(href)
+        if _is_link(url):
+            links.setdefault(urllib.parse.urldefrag(url).url if "#" in url else url, None)
+    return ParsedPage(base_url, encoding, images, list(links), frozenset(robots))
 
 
 def extract_image_alts(page_html: str, page_url: str) -> list[ImageAlt]:
