@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 
 from alignpipe.errors import ConfigError
 
-
 # Beam's in-process runner. `DirectRunner` would first try to download the Prism runner
 # binary from the internet on every pipeline, then fall back to this one.
 IN_PROCESS_RUNNER = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"

@@ -13,7 +13,7 @@ def test_paper_preset_is_the_published_recipe():
     assert (cfg.filter.min_image_short_side, cfg.filter.max_aspect_ratio) == (200, 3.0)
     assert (cfg.filter.max_alts_per_image, cfg.filter.max_images_per_alt) == (1000, 10)
     assert (cfg.filter.min_alt_words, cfg.filter.max_alt_words) == (3, 20)
-    assert cfg.filter.rare_token_vocab_size == 100_000_000
+    assert cfg.filter.rare_token_vocab_size == 100_000_000 and cfg.filter.rare_token_min_word_share == 0.0
     assert (cfg.train.batch_size, cfg.train.learning_rate, cfg.train.warmup_steps) == (16384, 1e-3, 10_000)
     assert (cfg.train.temperature_init, cfg.train.label_smoothing) == (1.0, 0.1)
     assert cfg.train.optimizer == "lamb" and cfg.train.weight_decay == 1e-5
@@ -59,6 +59,11 @@ def test_json_round_trip_is_exact():
         (["model.text_heads=3"], "model.text_hidden_dim"),
         (["eval.prompt_templates=a photo"], "a template containing {}"),
         (["scrape.seed_urls=example.org"], "an http(s) URL"),
+        (["filter.rare_token_min_word_share=-0.1"], "filter.rare_token_min_word_share=-0.1 must be >= 0"),
+        (
+            ["filter.rare_token_min_word_share=2"],
+            "rare_token_min_word_share=2.0 is not allowed: must be <= 1",
+        ),
     ],
 )
 def test_bad_values_name_the_key(overrides, message):
@@ -88,3 +93,13 @@ def test_from_json_rejects_unknown_keys_and_wrong_types():
 def test_every_preset_value_is_valid():
     for experiment in EXPERIMENT_PRESETS:
         load_config("local", experiment)
+
+
+def test_the_tiny_preset_keeps_the_papers_corpus_relative_filters():
+    """The rare-token vocabulary and the boilerplate bound mean the same at any corpus size."""
+    cfg, paper = load_config("local", "tiny"), load_config("local", "paper")
+    for key in ("rare_token_vocab_size", "rare_token_min_word_share", "max_images_per_alt"):
+        assert getattr(cfg.filter, key) == getattr(paper.filter, key), key
+    cfg = load_config("local", "tiny", ["filter.rare_token_min_word_share=1e-7"])
+    assert cfg.filter.rare_token_min_word_share == 1e-7
+    assert Config.from_json(cfg.to_json()) == cfg

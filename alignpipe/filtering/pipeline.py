@@ -5,7 +5,9 @@ Outputs, in `out_dir`:
   `alignpipe.data.records` (`cfg.filter.num_shards` shards, GZIP).
 - `dropped-SSSSS-of-NNNNN.jsonl`: one JSON object per dropped pair,
   `{"image_url", "page_url", "sha256", "text", "reason"}`, `reason` one of `REASONS`.
-- `funnel.json`, `funnel.png`: the counts (see `alignpipe.filtering.funnel`).
+- `funnel.json`, `funnel.png`: the counts (see `alignpipe.filtering.funnel`), and warnings,
+  also logged, when a rule drops most of what reaches it or fewer pairs than one
+  training batch are kept.
 
 Shape of the pipeline (every statistic is computed over the RAW input, as the paper does):
 
@@ -41,10 +43,10 @@ from alignpipe.config import Config, EvalConfig, FilterConfig
 from alignpipe.data.eval_sets import load_classification_set, load_retrieval_set
 from alignpipe.data.records import SHARD_SUFFIX, ImageTextPair, shard_pattern, shard_prefix
 from alignpipe.errors import InputError
-from alignpipe.filtering.funnel import FunnelReport, plot_funnel, write_funnel_json
-from alignpipe.imaging.phash import PHashIndex, phash, read_blocklist
+from alignpipe.filtering.funnel import FUNNEL_JSON, FunnelReport, plot_funnel, write_funnel_json
 from alignpipe.filtering.rules import PairFacts, drop_reason, normalise_alt_text
 from alignpipe.filtering.vocabulary import VocabularyTokensPerText
+from alignpipe.imaging.phash import PHashIndex, phash, read_blocklist
 
 __all__ = ["FunnelReport", "run_filter", "evaluation_image_paths", "decode_image_facts"]
 
@@ -52,7 +54,6 @@ log = logging.getLogger("alignpipe")
 
 DROPPED_PREFIX = "dropped"
 DROPPED_SUFFIX = ".jsonl"
-FUNNEL_JSON = "funnel.json"
 FUNNEL_PNG = "funnel.png"
 _COUNTS_FILE = "_funnel_counts.json"  # the pipeline's outcome counts, read back then deleted
 
@@ -75,7 +76,9 @@ def run_filter(cfg: Config, in_dir: str, out_dir: str) -> FunnelReport:
         out_dir: output folder (created; earlier outputs of this stage are replaced).
 
     Returns:
-        The funnel, also written to `out_dir/funnel.json` and `out_dir/funnel.png`.
+        The funnel, also written to `out_dir/funnel.json` and `out_dir/funnel.png`; its
+        warnings (a rule that drops most of its input, fewer pairs kept than
+        `train.batch_size`) are also logged at WARNING level.
 
     Raises:
         InputError: `in_dir` holds no pair shards, the blocklist is missing or
@@ -100,7 +103,7 @@ def run_filter(cfg: Config, in_dir: str, out_dir: str) -> FunnelReport:
         _build(p, cfg.filter, shards, eval_paths, out_dir, counts_path)
     counts = fs.read_json(counts_path)
     fs.delete([counts_path])
-    report = FunnelReport.from_outcomes(counts["input_pairs"], counts["outcomes"])
+    report = FunnelReport.from_outcomes(counts["input_pairs"], counts["outcomes"], cfg.train.batch_size)
     write_funnel_json(report, fs.join(out_dir, FUNNEL_JSON))
     plot_funnel(report, fs.join(out_dir, FUNNEL_PNG))
     log.info(
@@ -110,6 +113,8 @@ def run_filter(cfg: Config, in_dir: str, out_dir: str) -> FunnelReport:
         time.monotonic() - start,
         {k: v for k, v in report.dropped.items() if v},
     )
+    for warning in report.warnings:
+        log.warning("filter: %s", warning)
     return report
 
 
@@ -240,7 +245,7 @@ def _build(p, cfg: FilterConfig, shards, eval_paths, out_dir: str, counts_path: 
     vocabulary_tokens = (
         pairs
         | "Texts" >> beam.Map(lambda pair: pair.text)
-        | "Vocabulary" >> VocabularyTokensPerText(cfg.rare_token_vocab_size)
+        | "Vocabulary" >> VocabularyTokensPerText(cfg.rare_token_vocab_size, cfg.rare_token_min_word_share)
     )
     judged_images = (
         pairs

@@ -21,7 +21,9 @@ The order, and why:
    `max_images_per_alt` distinct images in the raw corpus (ALIGN: 10), e.g.
    boilerplate such as "1920x1080" or "alt img".
 10. `text_rare_token`: a unigram or bigram of the alt-text is outside the
-    corpus vocabulary (the most frequent unigrams + bigrams of the raw corpus).
+    corpus vocabulary: the `rare_token_vocab_size` most frequent unigrams + bigrams
+    of the raw corpus (ALIGN: 100M), less the words (unigrams) seen fewer than
+    `rare_token_min_word_share` x (raw alt-texts) times (`alignpipe.filtering.vocabulary`).
 Image rules come before text rules; within each, the per-pair rules come before
 the corpus-frequency rules.
 
@@ -54,6 +56,21 @@ REASONS: tuple[str, ...] = (
     "text_shared_by_too_many_images",
     "text_rare_token",
 )
+
+# What to change when a rule drops more than expected: the config keys that loosen it.
+RULE_CONFIG_HINTS: dict[str, str] = {
+    "image_undecodable": "no threshold: the scraped bytes are not images (see the scrape manifest)",
+    "image_unsafe": "check filter.unsafe_image_blocklist or lower filter.unsafe_image_max_hamming",
+    "image_eval_duplicate": "check eval.retrieval_set / eval.classification_set or lower "
+    "filter.eval_duplicate_max_hamming",
+    "image_too_small": "lower filter.min_image_short_side",
+    "image_aspect_ratio_too_large": "raise filter.max_aspect_ratio",
+    "image_too_many_alts": "raise filter.max_alts_per_image",
+    "text_too_short": "lower filter.min_alt_words",
+    "text_too_long": "raise filter.max_alt_words",
+    "text_shared_by_too_many_images": "raise filter.max_images_per_alt",
+    "text_rare_token": "raise filter.rare_token_vocab_size or lower filter.rare_token_min_word_share",
+}
 
 _WORD = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)*")
 

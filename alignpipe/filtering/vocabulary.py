@@ -6,6 +6,14 @@ tokens in `rank_key` order: by count, descending, ties broken by a 64-bit hash o
 the token (then the token itself), which is deterministic and does not favour any
 spelling or alphabet.
 
+A fixed K only binds on a corpus with more than K distinct tokens: at the paper's
+100M that is web scale, and a smaller corpus keeps every token, which is what it
+should do (below millions of alt-texts a token seen once is as often a real word as
+junk). Optionally, words (unigrams) must also occur at a minimum rate,
+`min_word_count(alt_texts, share)` times: a rate means the same at every scale
+and cannot bind below 1 / share alt-texts. Bigrams are held to the top-K only: far
+sparser than words, most of them are unique until web scale.
+
 At the paper's K = 100M no single worker should hold the vocabulary, so it is
 never materialised. `TopKCutoff` finds the rank key of the K-th token by exact
 radix selection, in which only small histograms are global:
@@ -16,20 +24,25 @@ radix selection, in which only small histograms are global:
    rank n2 inside it;
 3. the bucket's tokens (about 1/65536 of the count-c* tokens) are sorted on one
    worker and the n2-th gives the cutoff key.
-A token is in the vocabulary iff `rank_key(token, count) <= cutoff`, decided
-where the token's count is (`in_vocabulary`), and `VocabularyTokensPerText`
-joins that membership back to each distinct alt-text with a CoGroupByKey on the
-token, so every step scales with the corpus.
+A token is in the vocabulary iff `rank_key(token, count) <= cutoff` (and, for a
+word, `count >= min_word_count`), decided where the token's count is
+(`in_vocabulary`), and `VocabularyTokensPerText` joins that membership back to
+each distinct alt-text with a CoGroupByKey on the token, so every step scales
+with the corpus.
 
 Example (the in-memory reference; the Beam transforms give the same set):
     >>> sorted(top_k_tokens({"a": 3, "b": 1, "c": 3}, 2))
     ['a', 'c']
+    >>> sorted(corpus_vocabulary({"a": 3, "b": 1, "a b": 1}, k=10, min_count=2))
+    ['a', 'a b']
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterable, Mapping
+from fractions import Fraction
 
 import apache_beam as beam
 
@@ -54,6 +67,30 @@ def top_k_tokens(counts: Mapping[str, int], k: int) -> list[str]:
     return sorted(counts, key=lambda t: rank_key(t, counts[t]))[:k]
 
 
+def min_word_count(num_alt_texts: int, share: float) -> int:
+    """The fewest occurrences a word needs at `share` occurrences per alt-text (at least 1).
+
+    `share` is read as the decimal it was written as, so 3e-4 of 10,000 alt-texts is 3.
+    """
+    return max(1, math.ceil(Fraction(repr(float(share))) * num_alt_texts))
+
+
+def is_word(token: str) -> bool:
+    """Whether a token of `alt_unigrams_and_bigrams` is a unigram (bigrams hold a space)."""
+    return " " not in token
+
+
+def corpus_vocabulary(counts: Mapping[str, int], k: int, min_count: int = 1) -> set[str]:
+    """The vocabulary computed in memory (the reference of `VocabularyTokensPerText`).
+
+    Args:
+        counts: token -> occurrences in the raw corpus.
+        k: the top-K size.
+        min_count: the fewest occurrences a word (unigram) needs, see `min_word_count`.
+    """
+    return {t for t in top_k_tokens(counts, k) if not is_word(t) or counts[t] >= min_count}
+
+
 def select_bucket(histogram: Mapping[int, int], rank: int) -> tuple[int, int]:
     """Finds the bucket that holds the `rank`-th smallest element (1-based).
 
@@ -72,8 +109,17 @@ def select_bucket(histogram: Mapping[int, int], rank: int) -> tuple[int, int]:
     raise ValueError(f"rank {rank} is beyond the {below} elements of the histogram")
 
 
-def in_vocabulary(token: str, count: int, cutoff: RankKey | None) -> bool:
-    """Whether a token of corpus count `count` is in the vocabulary (None: all are)."""
+def in_vocabulary(token: str, count: int, cutoff: RankKey | None, min_count: int = 1) -> bool:
+    """Whether a token of corpus count `count` is in the vocabulary.
+
+    Args:
+        token: a unigram or bigram.
+        count: its occurrences in the raw corpus.
+        cutoff: the rank key of the K-th token (None: the top-K holds every token).
+        min_count: the fewest occurrences a word (unigram) needs; bigrams are exempt.
+    """
+    if is_word(token) and count < min_count:
+        return False
     return cutoff is None or rank_key(token, count) <= cutoff
 
 
@@ -151,14 +197,21 @@ class VocabularyTokensPerText(beam.PTransform):
     """Raw alt-texts (one per pair) -> (normalised text, its tokens in the vocabulary).
 
     The vocabulary is the top `k` unigrams + bigrams counted over the input texts
-    (every pair's occurrences count). Each distinct normalised text appears once in
-    the output, with a frozenset of those of its unigrams and bigrams that are in
-    the vocabulary; `rules.alt_has_rare_token(text, that_set)` is then exact.
+    (every pair's occurrences count), less the words seen fewer than
+    `min_word_count(number of input texts, min_word_share)` times. Each distinct
+    normalised text appears once in the output, with a frozenset of those of its
+    unigrams and bigrams that are in the vocabulary; `rules.alt_has_rare_token(text,
+    that_set)` is then exact.
+
+    Args:
+        k: the top-K size.
+        min_word_share: occurrences per alt-text a word needs (0: none).
     """
 
-    def __init__(self, k: int):
+    def __init__(self, k: int, min_word_share: float = 0.0):
         super().__init__()
         self.k = k
+        self.min_word_share = min_word_share
 
     def expand(self, texts):
         token_counts = (
@@ -167,8 +220,15 @@ class VocabularyTokensPerText(beam.PTransform):
             | "CountTokens" >> beam.combiners.Count.PerElement()
         )
         cutoff = token_counts | "TopK" >> TopKCutoff(self.k)
+        min_count = (
+            texts
+            | "CountTexts" >> beam.combiners.Count.Globally()
+            | "MinWordCount" >> beam.Map(min_word_count, self.min_word_share)
+        )
         membership = token_counts | "Membership" >> beam.Map(
-            lambda kv, cut: (kv[0], in_vocabulary(kv[0], kv[1], cut)), beam.pvalue.AsSingleton(cutoff)
+            lambda kv, cut, least: (kv[0], in_vocabulary(kv[0], kv[1], cut, least)),
+            beam.pvalue.AsSingleton(cutoff),
+            beam.pvalue.AsSingleton(min_count),
         )
         distinct = texts | "Normalise" >> beam.Map(normalise_alt_text) | "DistinctTexts" >> beam.Distinct()
         text_tokens = distinct | "TokensOfText" >> beam.FlatMap(

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+
 import tensorflow as tf
 
 from alignpipe import fs
 from alignpipe.config import ModelConfig, TrainConfig
 from alignpipe.data.records import COMPRESSION, FEATURE_SPEC, shard_pattern
 from alignpipe.errors import InputError
+from alignpipe.filtering.funnel import FUNNEL_JSON, FunnelReport, largest_drop, read_funnel_json
+from alignpipe.filtering.rules import RULE_CONFIG_HINTS
 from alignpipe.model.image_preprocessing import preprocess_for_train
 from alignpipe.model.tokenizer import AlignTokenizer
+
+log = logging.getLogger("alignpipe")
 
 _PAIR_FEATURES = {key: FEATURE_SPEC[key] for key in ("image/encoded", "text")}
 
@@ -42,6 +48,47 @@ def count_pairs(files: list[str]) -> int:
     """The number of records in `files` (one pass over the data)."""
     records = tf.data.TFRecordDataset(files, compression_type=COMPRESSION)
     return int(records.reduce(tf.constant(0, tf.int64), lambda count, _: count + 1))
+
+
+def pairs_in(data_dir: str, files: list[str]) -> tuple[int, FunnelReport | None]:
+    """The number of pairs in `files`, and the funnel of the filter run that wrote them.
+
+    The filter's `funnel.json` beside the shards holds the count (`kept_pairs`), so
+    the data is not read for it; without a readable funnel the records are counted.
+    """
+    path = fs.join(data_dir, FUNNEL_JSON)
+    if fs.exists(path):
+        try:
+            funnel = read_funnel_json(path)
+            return funnel.kept_pairs, funnel
+        except (ValueError, KeyError, TypeError):
+            log.warning("%s is not a filter funnel; counting the pairs instead", path)
+    return count_pairs(files), None
+
+
+def check_enough_pairs(num_pairs: int, batch_size: int, data_dir: str, funnel: FunnelReport | None) -> None:
+    """Fails unless there is at least one global batch of pairs, saying what to change.
+
+    Raises:
+        InputError: fewer than `batch_size` pairs; the message names `train.batch_size`
+            and, given the funnel, the filter rule that dropped most and its config key.
+    """
+    if num_pairs >= batch_size:
+        return
+    fixes = [f"lower train.batch_size to at most {num_pairs}"] if num_pairs else []
+    if funnel is not None:
+        reason, dropped = largest_drop(funnel.dropped)
+        source = f"the filter kept {funnel.kept_pairs} of {funnel.input_pairs} pairs"
+        if dropped:
+            source += f", and {reason} dropped the most ({dropped})"
+            fixes.append(RULE_CONFIG_HINTS[reason])
+    else:
+        source = "no funnel.json beside the shards, the pairs were counted"
+    fixes.append("add data")
+    raise InputError(
+        f"training data {data_dir!r} has {num_pairs} pairs, fewer than one batch "
+        f"(train.batch_size={batch_size}); {source}. To fix: {'; or '.join(fixes)}"
+    )
 
 
 def train_dataset(

@@ -24,14 +24,14 @@ import tensorflow as tf
 
 from alignpipe import fs
 from alignpipe.config import Config
-from alignpipe.errors import ConfigError, InputError
+from alignpipe.errors import ConfigError
 from alignpipe.evaluation.curves import plot_training_curves
 from alignpipe.model.contrastive_loss import ContrastiveLoss
 from alignpipe.model.dual_encoder import DualEncoder, build_dual_encoder
 from alignpipe.model.encoder import CURVES_FILE, HISTORY_FILE, AlignEncoder
 from alignpipe.model.tokenizer import AlignTokenizer
 from alignpipe.progress import Progress
-from alignpipe.training.input import count_pairs, pair_files, text_dataset, train_dataset
+from alignpipe.training.input import check_enough_pairs, pair_files, pairs_in, text_dataset, train_dataset
 from alignpipe.training.optimizer import Optimizers, make_optimizers
 from alignpipe.training.strategy import make_strategy
 
@@ -75,17 +75,14 @@ def train(
             "examples_per_s"}`; `loss` is the mean over the steps since the last row.
 
     Raises:
-        InputError: no pair shards, or fewer pairs than one global batch.
+        InputError: no pair shards, or fewer pairs than one global batch (checked before
+            anything is built, from the filter's funnel.json when it is there).
         ConfigError: `train.batch_size` does not split evenly over the replicas.
     """
     start = time.monotonic()
     files = pair_files(data_dir)
-    num_pairs = count_pairs(files)
-    if num_pairs < cfg.train.batch_size:
-        raise InputError(
-            f"training data {data_dir!r} has {num_pairs} pairs, fewer than one batch "
-            f"(train.batch_size={cfg.train.batch_size})"
-        )
+    num_pairs, funnel = pairs_in(data_dir, files)
+    check_enough_pairs(num_pairs, cfg.train.batch_size, data_dir, funnel)
     log.info("training on %d pairs from %d shards in %s", num_pairs, len(files), data_dir)
     keras.utils.set_random_seed(cfg.train.seed)
     tokenizer = AlignTokenizer.from_texts(

@@ -1,10 +1,10 @@
 import dataclasses
+import re
 
 import pytest
 
 from alignpipe.config import FilterConfig
 from alignpipe.filtering import rules
-from alignpipe.imaging.phash import PHashIndex
 from alignpipe.filtering.rules import (
     REASONS,
     PairFacts,
@@ -23,6 +23,7 @@ from alignpipe.filtering.rules import (
     image_too_small,
     normalise_alt_text,
 )
+from alignpipe.imaging.phash import PHashIndex
 
 
 def test_tokenization():
@@ -159,3 +160,14 @@ def test_reasons_are_unique_and_documented():
     assert len(set(REASONS)) == len(REASONS)
     for reason in REASONS:
         assert f"`{reason}`" in rules.__doc__
+
+
+def test_every_rule_names_the_config_key_that_loosens_it():
+    from alignpipe.config import load_config
+
+    assert set(rules.RULE_CONFIG_HINTS) == set(REASONS)
+    keys = set(load_config("local", "paper").flat())
+    for reason, hint in rules.RULE_CONFIG_HINTS.items():
+        named = re.findall(r"\b(?:filter|eval)\.[a-z_]+", hint)
+        assert all(key in keys for key in named), (reason, named)
+        assert named or reason == "image_undecodable", reason

@@ -10,7 +10,10 @@ from alignpipe.filtering.rules import alt_unigrams_and_bigrams, normalise_alt_te
 from alignpipe.filtering.vocabulary import (
     TopKCutoff,
     VocabularyTokensPerText,
+    corpus_vocabulary,
     in_vocabulary,
+    is_word,
+    min_word_count,
     rank_key,
     select_bucket,
     token_hash,
@@ -90,4 +93,48 @@ def test_vocabulary_tokens_per_text():
     assert expected["zebra"] == frozenset() and "a red dog" in expected
     with _pipeline() as p:
         result = p | beam.Create(TEXTS) | VocabularyTokensPerText(k)
+        assert_that(result, equal_to(sorted(expected.items())))
+
+
+def test_min_word_count_is_a_rate_of_the_corpus_size():
+    assert min_word_count(10_000, 3e-4) == 3  # the decimal as written: exactly 3, not 3.0000000000000004
+    assert min_word_count(10_001, 3e-4) == 4  # 3.0003 occurrences: a word needs 4
+    assert min_word_count(9_999, 3e-4) == 3
+    assert min_word_count(3_333, 3e-4) == 1  # below 1 / share alt-texts the rate cannot bind
+    assert min_word_count(3_334, 3e-4) == 2
+    assert min_word_count(10**9, 0.0) == 1 and min_word_count(0, 0.5) == 1
+    assert min_word_count(2_000_000_000, 1e-7) == 200
+
+
+def test_min_count_holds_words_not_bigrams():
+    assert is_word("dog") and is_word("don't") and not is_word("red dog")
+    assert in_vocabulary("dog", 3, None, min_count=3)
+    assert not in_vocabulary("dog", 2, None, min_count=3)
+    assert in_vocabulary("red dog", 1, None, min_count=3)
+    cutoff = rank_key("b", 3)
+    assert not in_vocabulary("red dog", 2, cutoff, min_count=1)  # the top-K still holds bigrams
+    assert not in_vocabulary("z", 5, cutoff, min_count=6) and in_vocabulary("z", 5, cutoff, min_count=5)
+
+
+def test_corpus_vocabulary_is_top_k_less_the_rare_words():
+    counts = Counter(t for text in TEXTS for t in alt_unigrams_and_bigrams(text))
+    assert corpus_vocabulary(counts, 1000) == set(counts)  # a small corpus: the paper's K keeps everything
+    assert corpus_vocabulary(counts, 3) == set(top_k_tokens(counts, 3))
+    two = corpus_vocabulary(counts, 1000, min_count=2)
+    assert two == {t for t, c in counts.items() if c >= 2 or " " in t}
+    assert "zebra" not in two and "cat" not in two and "red cat" in two and "blue" in two
+
+
+@pytest.mark.large
+def test_vocabulary_tokens_per_text_with_a_minimum_word_share():
+    share = 2 / 10  # 7 texts: a word needs ceil(1.4) = 2 occurrences
+    counts = Counter(t for text in TEXTS for t in alt_unigrams_and_bigrams(text))
+    vocabulary = corpus_vocabulary(counts, 1000, min_word_count(len(TEXTS), share))
+    expected = {
+        normalise_alt_text(t): frozenset(x for x in alt_unigrams_and_bigrams(t) if x in vocabulary)
+        for t in TEXTS
+    }
+    assert "cat" not in expected["a red cat"] and "red cat" in expected["a red cat"]
+    with _pipeline() as p:
+        result = p | beam.Create(TEXTS) | VocabularyTokensPerText(1000, min_word_share=share)
         assert_that(result, equal_to(sorted(expected.items())))

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from alignpipe.config import load_config
 from alignpipe.errors import InputError
+from alignpipe.filtering.funnel import FunnelReport, write_funnel_json
 from alignpipe.model.image_preprocessing import center_crop, preprocess_for_eval, resize_shorter_side
 from alignpipe.model.tokenizer import AlignTokenizer
-from alignpipe.training.input import count_pairs, pair_files, text_dataset, train_dataset
+from alignpipe.training.input import (
+    check_enough_pairs,
+    count_pairs,
+    pair_files,
+    pairs_in,
+    text_dataset,
+    train_dataset,
+)
 from tests.training.conftest import COLOURS, encode
 
 CFG = load_config(
@@ -75,3 +85,27 @@ def test_center_crop_of_a_batch():
     cropped = center_crop(images, 4)
     assert cropped.shape == (2, 4, 4, 3)
     np.testing.assert_array_equal(cropped[:, 0, 0], images[:, 1, 2])
+
+
+def test_pairs_in_reads_the_filter_funnel_or_counts(shards_dir):
+    files = pair_files(shards_dir)
+    assert pairs_in(shards_dir, files) == (48, None)
+    funnel = FunnelReport.from_outcomes(50, {"kept": 48, "text_too_short": 2})
+    write_funnel_json(funnel, os.path.join(shards_dir, "funnel.json"))
+    assert pairs_in(shards_dir, files) == (48, funnel)
+    with open(os.path.join(shards_dir, "funnel.json"), "w") as f:
+        f.write('{"kept_pairs": 1}')  # not a funnel: counted instead
+    assert pairs_in(shards_dir, files) == (48, None)
+
+
+def test_check_enough_pairs_names_what_to_change():
+    check_enough_pairs(8, 8, "kept", None)  # one whole batch is enough to start
+    with pytest.raises(InputError) as error:
+        check_enough_pairs(0, 8, "kept", None)
+    assert "at most 0" not in str(error.value) and str(error.value).endswith("To fix: add data")
+    nothing_dropped = FunnelReport.from_outcomes(5, {"kept": 5})
+    with pytest.raises(InputError) as error:
+        check_enough_pairs(5, 8, "kept", nothing_dropped)
+    assert str(error.value).endswith(
+        "the filter kept 5 of 5 pairs. To fix: lower train.batch_size to at most 5; or add data"
+    )

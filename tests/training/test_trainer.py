@@ -12,6 +12,7 @@ import pytest
 
 from alignpipe.config import Config, load_config
 from alignpipe.errors import InputError
+from alignpipe.filtering.funnel import FunnelReport, write_funnel_json
 from alignpipe.model.encoder import AlignEncoder
 from alignpipe.training.trainer import TrainResult, train
 from tests.training.conftest import SMALL_MODEL, encode, square_image
@@ -72,8 +73,26 @@ def test_missing_data_dir_is_an_input_error(tmp_path):
 
 def test_fewer_pairs_than_a_batch_is_an_input_error(shards_dir, tmp_path):
     cfg = load_config("local", "tiny", SMALL + ["train.batch_size=64"])
-    with pytest.raises(InputError, match="48 pairs, fewer than one batch"):
+    with pytest.raises(InputError, match="48 pairs, fewer than one batch") as error:
         train(cfg, shards_dir, str(tmp_path / "model"))
+    message = str(error.value)
+    assert "no funnel.json beside the shards, the pairs were counted" in message
+    assert "lower train.batch_size to at most 48" in message
+
+
+def test_the_pair_count_comes_from_the_filter_funnel_and_names_the_rule(shards_dir, tmp_path):
+    """The filter's funnel.json is trusted for the count, so the shards are not read to fail."""
+    funnel = FunnelReport.from_outcomes(2927, {"kept": 40, "text_rare_token": 2085, "text_too_short": 802})
+    write_funnel_json(funnel, os.path.join(shards_dir, "funnel.json"))
+    cfg = load_config("local", "tiny", SMALL + ["train.batch_size=64"])
+    with pytest.raises(InputError) as error:
+        train(cfg, shards_dir, str(tmp_path / "model"))
+    message = str(error.value)
+    assert "has 40 pairs, fewer than one batch (train.batch_size=64)" in message
+    assert "the filter kept 40 of 2927 pairs, and text_rare_token dropped the most (2085)" in message
+    assert "lower train.batch_size to at most 40" in message
+    assert "raise filter.rare_token_vocab_size or lower filter.rare_token_min_word_share" in message
+    assert not os.path.exists(tmp_path / "model")
 
 
 @pytest.mark.large
