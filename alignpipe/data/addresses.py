@@ -10,7 +10,9 @@ a name cannot resolve to one address when checked and another when connected.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import re
 import socket
 from collections.abc import Iterable
 
@@ -18,6 +20,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+_LEGACY_IPV4 = re.compile(r"(0x[0-9a-f]+|[0-9]+)(\.(0x[0-9a-f]+|[0-9]+)){0,3}", re.IGNORECASE)
 
 
 class ForbiddenAddress(OSError):
@@ -39,11 +42,15 @@ def is_allowed_address(address: str, allowed: tuple[Network, ...]) -> bool:
 
 
 def literal_address(host: str) -> str | None:
-    """`host` when it is an IP literal (brackets removed), else None."""
+    """The address an IP-literal `host` names (brackets removed), else None. The legacy IPv4
+    forms that resolvers accept (`2130706433`, `0x7f.1`, `0177.0.0.1`) count as literals."""
     host = host.strip("[]")
     try:
         ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
+        if _LEGACY_IPV4.fullmatch(host):
+            with contextlib.suppress(OSError):
+                return socket.inet_ntoa(socket.inet_aton(host))
         return None
     return host
 

@@ -96,7 +96,7 @@ def describe_image(
             `image_size`; `center_crop` also crops the centre square. Images already that
             small are kept as they are; nothing is enlarged.
         image_size: target of the shorter side, pixels.
-        jpeg_quality: quality of re-encoded JPEGs (images with transparency stay PNG).
+        jpeg_quality: quality of the re-encoded JPEGs.
         max_pixels: refuse headers declaring more pixels (0: no limit).
 
     Returns:
@@ -110,7 +110,9 @@ def describe_image(
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
         width, height = image.size
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError as e:  # PIL's own limit, far above any sane max_pixels
+        return ImageFacts("too_many_pixels", error=str(e))
+    except (OSError, SyntaxError, ValueError) as e:
         return ImageFacts("truncated", error=f"unreadable {image_format} header: {e}")
     if max_pixels and width * height > max_pixels:
         return ImageFacts("too_many_pixels", error=f"{width}x{height} is over {max_pixels} pixels")
@@ -139,6 +141,9 @@ def _target_size(width: int, height: int, image_size: int) -> tuple[int, int]:
 def _resized(
     image: Image.Image, mode: str, image_size: int, quality: int
 ) -> tuple[bytes, str, tuple[int, int]]:
+    """Decodes at the smallest size that still covers the target, box-reduces by an integer
+    factor, resamples the rest, and encodes a JPEG (transparency matted onto white, as
+    img2dataset does, but after the resize, where it costs little)."""
     target = _target_size(*image.size, image_size)
     if image.format == "JPEG":
         image.draft("RGB", target)  # DCT-domain downscaling: decode at 1/2, 1/4 or 1/8 size
@@ -146,14 +151,15 @@ def _resized(
     has_alpha = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
     image = image.convert("RGBA" if has_alpha else "RGB")
     if image.size != target:
-        image = image.resize(target, Image.Resampling.BICUBIC, reducing_gap=2.0)
+        image = image.resize(target, Image.Resampling.BOX, reducing_gap=1.0)  # area averaging
     if mode == "center_crop":
         side = min(image.size)
         left, top = (image.width - side) // 2, (image.height - side) // 2
         image = image.crop((left, top, left + side, top + side))
-    out = io.BytesIO()
     if has_alpha:
-        image.save(out, "PNG", compress_level=1)
-        return out.getvalue(), "png", image.size
+        matted = Image.new("RGB", image.size, (255, 255, 255))
+        matted.paste(image, mask=image.getchannel("A"))
+        image = matted
+    out = io.BytesIO()
     image.save(out, "JPEG", quality=quality)
     return out.getvalue(), "jpeg", image.size

@@ -117,3 +117,12 @@ def test_x_robots_tag_and_retry_after_parsing():
     assert parse_retry_after("7") == 7.0
     assert parse_retry_after("garbage") is None
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
+
+
+def test_legacy_ipv4_forms_are_literals():
+    from alignpipe.data.addresses import literal_address
+
+    assert literal_address("2130706434") == "127.0.0.2"
+    assert literal_address("0x7f.1") == "127.0.0.1"
+    assert literal_address("example.com") is None and literal_address("[::1]") == "::1"
+    assert get("http://2130706434:9/x.png").outcome == "forbidden_address"
