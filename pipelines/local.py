@@ -60,9 +60,12 @@ def demo_site(cfg: Config) -> Iterator[Config]:
     cfg, demo = with_demo_inputs(cfg)
     with serve_folder(demo.site_dir) as base_url:
         log.info("serving the demo web from %s at %s", demo.site_dir, base_url)
-        # the demo is served on loopback, which a scrape refuses unless allowed explicitly
+        # The demo is served on loopback, which a scrape refuses unless allowed explicitly; its
+        # images on other hosts (cdn.example.net) stand for CDNs and are never requested.
         networks = tuple(dict.fromkeys(cfg.scrape.allowed_networks + ("127.0.0.1/32",)))
-        yield cfg.replace(scrape__seed_urls=(base_url,), scrape__allowed_networks=networks)
+        yield cfg.replace(
+            scrape__seed_urls=(base_url,), scrape__allowed_networks=networks, scrape__image_hosts="allowed"
+        )
 
 
 def preflight(cfg: Config) -> None:

@@ -108,7 +108,7 @@ class TFRecordWriter:
     into an open binary file; readable by `tf.data.TFRecordDataset(path, "GZIP")`."""
 
     def __init__(self, file: BinaryIO) -> None:
-        self._gzip = gzip.GzipFile(fileobj=file, mode="wb", compresslevel=1)
+        self._gzip = gzip.GzipFile(fileobj=file, mode="wb", compresslevel=0)  # images are compressed already
         self.records = 0
 
     def write(self, record: bytes) -> None:

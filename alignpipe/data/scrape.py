@@ -35,7 +35,7 @@ import multiprocessing
 import os
 import time
 import zlib
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -292,7 +292,12 @@ class DownloadUnitFn(beam.DoFn):
 
     def setup(self) -> None:
         workers = self.cfg.decode_workers or os.cpu_count() or 1
-        self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"))
+        if self.cfg.resize_mode == "no":
+            # Header parsing and SHA-256 (which releases the GIL) cost less than shipping the
+            # bytes to another process.
+            self.pool = ThreadPoolExecutor(workers, thread_name_prefix="describe")
+        else:
+            self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"))
         self.robots: dict = {}
 
     def teardown(self) -> None:

@@ -29,6 +29,7 @@ from apache_beam.io.filesystems import FileSystems
 from alignpipe import fs
 from alignpipe.data.records import SHARD_PREFIX, SHARD_SUFFIX, ImageTextPair, TFRecordWriter
 
+PARQUET_ROW_GROUP = 256  # rows buffered before a row group is written: memory stays bounded
 EXTENSIONS = {"jpeg": "jpg", "png": "png", "gif": "gif", "webp": "webp", "bmp": "bmp"}
 _PARQUET_SCHEMA = pa.schema(
     [
@@ -75,7 +76,10 @@ class UnitWriter:
         self._tar = (
             tarfile.open(fileobj=self._handles["webdataset"], mode="w") if "webdataset" in formats else None
         )
-        self._rows: list[dict[str, object]] | None = [] if "parquet" in formats else None
+        self._parquet = None
+        if "parquet" in formats:
+            self._parquet = pq.ParquetWriter(self._handles["parquet"], _PARQUET_SCHEMA)
+        self._rows: list[dict[str, object]] = []
         self.count = 0
 
     def write(self, pair: ImageTextPair) -> None:
@@ -105,16 +109,24 @@ class UnitWriter:
                 info = tarfile.TarInfo(name)
                 info.size, info.mtime = len(data), int(time.time())
                 self._tar.addfile(info, io.BytesIO(data))
-        if self._rows is not None:
+        if self._parquet is not None:
             self._rows.append(meta | {"jpg": pair.image_bytes})
+            if len(self._rows) >= PARQUET_ROW_GROUP:
+                self._flush_rows()
+
+    def _flush_rows(self) -> None:
+        if self._parquet is not None and self._rows:
+            self._parquet.write_table(pa.Table.from_pylist(self._rows, schema=_PARQUET_SCHEMA))
+        self._rows = []
 
     def close(self) -> list[str]:
         """Finishes every file and moves it to its final name; returns the final paths."""
         self._records.close()
         if self._tar is not None:
             self._tar.close()
-        if self._rows is not None:
-            pq.write_table(pa.Table.from_pylist(self._rows, schema=_PARQUET_SCHEMA), self._handles["parquet"])
+        if self._parquet is not None:
+            self._flush_rows()
+            self._parquet.close()
         for handle in self._handles.values():
             handle.close()
         for path in self.files.values():

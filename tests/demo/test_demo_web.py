@@ -109,7 +109,12 @@ def test_scraping_the_demo_web_finds_the_documented_pairs(demo_web, tmp_path):
     """The full demo web through the real scrape pipeline, then the pHash facts the filters rely on."""
     counts = demo_web.counts
     with serve_folder(demo_web.site_dir) as url:
-        report = run_scrape(load_config("local", "tiny", [f"scrape.seed_urls={url}"]), str(tmp_path))
+        demo = [
+            f"scrape.seed_urls={url}",
+            "scrape.allowed_networks=127.0.0.1/32",
+            "scrape.image_hosts=allowed",
+        ]
+        report = run_scrape(load_config("local", "tiny", demo), str(tmp_path))
     writable = (
         "good",
         "boilerplate_alt",
@@ -131,8 +136,8 @@ def test_scraping_the_demo_web_finds_the_documented_pairs(demo_web, tmp_path):
         "image/off_host": counts["off_host_image"],
         "page/ok": counts["public_pages"],
         "page/http_404": 6,
+        "page/non_page_link": 1,
         "page/off_host": 8,
-        "page/not_html": 1,
         "page/robots_disallowed": 1,
     }
     assert report.images_found == counts["public_img_entries"]
