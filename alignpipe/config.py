@@ -82,10 +82,12 @@ class ScrapeConfig:
     resize_mode: str = "no"
     image_size: int = 256
     jpeg_quality: int = 95
-    decode_workers: int = 0  # processes decoding / hashing / resizing; 0 = one per core
+    # Worker processes per machine, each downloading whole work units on its own event loop
+    # (decoding, hashing and resizing in threads beside it); also the HTML parsers of a crawl.
+    processes: int = 0  # 0 = one per core
     # Work units: download work is split into units of about this many image URLs; a
     # finished unit is recorded, so a killed scrape, rerun, only does what is missing.
-    unit_size: int = 2_000
+    unit_size: int = 1_000
     output_formats: tuple[str, ...] = ("tfrecord",)  # and webdataset, parquet (img2dataset layout)
 
 
@@ -236,7 +238,6 @@ EXPERIMENT_PRESETS: dict[str, dict[str, object]] = {
     # A CPU demo that learns in minutes on the generated mini-web (../README.md).
     "tiny": {
         "scrape.max_pages": 500,
-        "scrape.unit_size": 1_000,
         # Filters: the paper's values except where they assume web scale or 289 px crops; nothing
         # here depends on the size of one data set (docs/align.md, "Data: filtering").
         # <= 32 px is icon size (16 / 24 / 32 px) and more than 2x upsampling to the 64 px crop.
@@ -337,7 +338,7 @@ def validate(cfg: Config) -> Config:
         "scrape.retry_backoff_s",
         "scrape.max_retry_after_s",
         "scrape.max_redirects",
-        "scrape.decode_workers",
+        "scrape.processes",
     }
     for key in positive:
         value = flat[key]

@@ -35,11 +35,13 @@ import multiprocessing
 import os
 import time
 import zlib
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.windowed_value import WindowedValue
 
 from alignpipe import fs
 from alignpipe.config import Config, ScrapeConfig
@@ -48,6 +50,7 @@ from alignpipe.data.crawl import allowed_hosts, crawl_host, host_of, is_allowed_
 from alignpipe.data.download import UnitDownload, Use, image_line
 from alignpipe.data.entries import ImageEntry, PageRecord
 from alignpipe.errors import InputError
+from alignpipe.progress import worker_logging
 
 log = logging.getLogger("alignpipe")
 STAGING = "_staging"
@@ -284,53 +287,80 @@ class CrawlSiteFn(beam.DoFn):
 
 
 class DownloadUnitFn(beam.DoFn):
-    """((unit, units), [(image URL, uses)]) -> ("image/<outcome>", count) pairs; writes the
-    unit's files into the staging folder, or reads its counts back when it is already done."""
+    """((unit, units), [(image URL, uses)]) -> ("image/<outcome>", count) pairs.
+
+    Each unit is downloaded whole by one of `scrape.processes` worker processes
+    (`download_unit_files`), so that a machine's cores all do network and image work; a unit
+    already done is read back from its done record instead.
+    """
 
     def __init__(self, cfg: ScrapeConfig, staging: str) -> None:
         self.cfg, self.staging = cfg, staging
 
     def setup(self) -> None:
-        workers = self.cfg.decode_workers or os.cpu_count() or 1
-        if self.cfg.resize_mode == "no":
-            # Header parsing and SHA-256 (which releases the GIL) cost less than shipping the
-            # bytes to another process.
-            self.pool = ThreadPoolExecutor(workers, thread_name_prefix="describe")
-        else:
-            self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"))
-        self.robots: dict = {}
+        workers = self.cfg.processes or os.cpu_count() or 1
+        self.pool = ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("forkserver"), **worker_logging()
+        )
 
     def teardown(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
+    def start_bundle(self) -> None:
+        self.pending: list[Future] = []
+
     def process(self, element):
         (unit, num_units), images = element
-        name = shards.unit_name(unit, num_units)
-        done = fs.join(self.staging, "_done", f"unit-{name}.json")
+        done = _done_record(self.staging, unit, num_units)
         if fs.exists(done):
             yield from fs.read_json(done)["counts"].items()
             return
-        writer = shards.UnitWriter(self.staging, unit, num_units, self.cfg.output_formats)
-        manifest = fs.join(self.staging, f"manifest-images-{name}.jsonl")
-        lines = FileSystems.create(manifest + ".tmp")
-        try:
-            download = UnitDownload(
-                self.cfg,
-                self.pool,
-                writer.write,
-                lambda line: lines.write(json.dumps(line, sort_keys=True).encode() + b"\n"),
-                self.robots,
-            )
-            counts = download.run(sorted(images), f"download unit {name}")
-        except BaseException:
-            writer.abort()
-            lines.close()
-            raise
+        self.pending.append(
+            self.pool.submit(download_unit_files, self.cfg, self.staging, unit, num_units, sorted(images))
+        )
+
+    def finish_bundle(self):
+        for future in as_completed(self.pending):
+            for key, count in future.result().items():
+                yield WindowedValue((key, count), GlobalWindow().max_timestamp(), [GlobalWindow()])
+        self.pending = []
+
+
+_ROBOTS: dict = {}  # robots.txt rules a worker process has loaded, shared by its units
+
+
+def download_unit_files(
+    cfg: ScrapeConfig, staging: str, unit: int, num_units: int, images: list
+) -> dict[str, int]:
+    """Downloads one unit into its files in `staging` and records it as done; returns its
+    outcome counts. Runs in a worker process; a unit cut short leaves no final file."""
+    name = shards.unit_name(unit, num_units)
+    writer = shards.UnitWriter(staging, unit, num_units, cfg.output_formats)
+    manifest = fs.join(staging, f"manifest-images-{name}.jsonl")
+    lines = FileSystems.create(manifest + ".tmp")
+    describe = ThreadPoolExecutor(max(2, os.cpu_count() or 1), thread_name_prefix="describe")
+    try:
+
+        def write_line(line: dict[str, object]) -> None:
+            lines.write(json.dumps(line, sort_keys=True).encode() + b"\n")
+
+        download = UnitDownload(cfg, describe, writer.write, write_line, _ROBOTS)
+        counts = download.run(images, f"download unit {name}")
+    except BaseException:
+        writer.abort()
         lines.close()
-        writer.close()
-        FileSystems.rename([manifest + ".tmp"], [manifest])
-        fs.write_json(done, {"counts": dict(counts), "pairs": writer.count})
-        yield from counts.items()
+        raise
+    finally:
+        describe.shutdown()
+    lines.close()
+    writer.close()
+    FileSystems.rename([manifest + ".tmp"], [manifest])
+    fs.write_json(_done_record(staging, unit, num_units), {"counts": dict(counts), "pairs": writer.count})
+    return dict(counts)
+
+
+def _done_record(staging: str, unit: int, num_units: int) -> str:
+    return fs.join(staging, "_done", f"unit-{shards.unit_name(unit, num_units)}.json")
 
 
 def _staged_outputs(folder: str) -> list[str]:
