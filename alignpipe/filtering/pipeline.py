@@ -35,6 +35,7 @@ from typing import NamedTuple
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 from PIL import Image
 
@@ -56,6 +57,7 @@ DROPPED_PREFIX = "dropped"
 DROPPED_SUFFIX = ".jsonl"
 FUNNEL_PNG = "funnel.png"
 _COUNTS_FILE = "_funnel_counts.json"  # the pipeline's outcome counts, read back then deleted
+_STAGING = "_staging"  # outputs are written here, then moved into place when complete
 
 
 class _ImageFacts(NamedTuple):
@@ -94,7 +96,9 @@ def run_filter(cfg: Config, in_dir: str, out_dir: str) -> FunnelReport:
         log.info("filter: filter.unsafe_image_blocklist is empty, the image_unsafe rule is off")
     elif not fs.exists(blocklist):
         raise InputError(f"pHash blocklist {blocklist!r} does not exist")
-    _remove_earlier_outputs(out_dir)
+    final_dir, out_dir = out_dir, fs.join(out_dir, _STAGING)  # the last good output stays until the end
+    if fs.exists(out_dir):
+        FileSystems.delete([out_dir])
     fs.makedirs(out_dir)
     counts_path = fs.join(out_dir, _COUNTS_FILE)
     start = time.monotonic()
@@ -106,6 +110,7 @@ def run_filter(cfg: Config, in_dir: str, out_dir: str) -> FunnelReport:
     report = FunnelReport.from_outcomes(counts["input_pairs"], counts["outcomes"], cfg.train.batch_size)
     write_funnel_json(report, fs.join(out_dir, FUNNEL_JSON))
     plot_funnel(report, fs.join(out_dir, FUNNEL_PNG))
+    _publish(out_dir, final_dir)
     log.info(
         "filter: kept %d of %d pairs in %.1f s; dropped %s",
         report.kept_pairs,
@@ -308,14 +313,18 @@ def _write_outputs(pairs, decided, cfg: FilterConfig, out_dir: str, counts_path:
     )
 
 
-def _remove_earlier_outputs(out_dir: str) -> None:
-    patterns = [shard_pattern(out_dir), fs.join(out_dir, f"{DROPPED_PREFIX}-*{DROPPED_SUFFIX}")]
-    stale = [path for pattern in patterns for path in fs.glob(pattern)]
-    stale += [
-        fs.join(out_dir, name)
-        for name in (FUNNEL_JSON, FUNNEL_PNG, _COUNTS_FILE)
-        if fs.exists(fs.join(out_dir, name))
-    ]
+def _outputs(folder: str) -> list[str]:
+    patterns = [shard_pattern(folder), fs.join(folder, f"{DROPPED_PREFIX}-*{DROPPED_SUFFIX}")]
+    found = [path for pattern in patterns for path in fs.glob(pattern)]
+    return found + [fs.join(folder, n) for n in (FUNNEL_JSON, FUNNEL_PNG) if fs.exists(fs.join(folder, n))]
+
+
+def _publish(staging: str, out_dir: str) -> None:
+    """Replaces the earlier outputs of `out_dir` by the finished ones in `staging`."""
+    stale = _outputs(out_dir)
     if stale:
         log.info("filter: replacing %d earlier output files in %s", len(stale), out_dir)
         fs.delete(stale)
+    for path in _outputs(staging):
+        FileSystems.rename([path], [fs.join(out_dir, path[len(staging) + 1 :])])
+    FileSystems.delete([staging])

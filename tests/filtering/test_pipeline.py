@@ -236,6 +236,14 @@ def test_hash_rules_off_without_eval_sets_or_blocklist_and_old_outputs_replaced(
     assert Image.open(out_dir / "funnel.png").format == "PNG"
     assert sorted(_read_pairs(out_dir), key=repr) == sorted(pairs, key=repr)
 
+    # A run that fails leaves the last good output as it was.
+    before = {p.name: p.read_bytes() for p in out_dir.iterdir()}
+    with open(tmp_path / "raw" / "pairs-00000-of-00001.tfrecord.gz", "wb") as f:
+        f.write(b"not a TFRecord file")
+    with pytest.raises(Exception):  # noqa: B017  (whatever the corrupt input raises)
+        run_filter(cfg, str(tmp_path / "raw"), str(out_dir))
+    assert {p.name: p.read_bytes() for p in out_dir.iterdir() if p.name != "_staging"} == before
+
 
 @pytest.mark.large
 def test_a_rule_dropping_most_pairs_is_warned_about_in_the_funnel(tmp_path, caplog):
