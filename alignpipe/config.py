@@ -83,7 +83,7 @@ class ScrapeConfig:
     image_size: int = 256
     jpeg_quality: int = 95
     # Worker processes per machine, each downloading whole work units on its own event loop
-    # (decoding, hashing and resizing in threads beside it); also the HTML parsers of a crawl.
+    # (decoding, hashing and resizing in threads beside it).
     processes: int = 0  # 0 = one per core
     # Work units: download work is split into units of about this many image URLs; a
     # finished unit is recorded, so a killed scrape, rerun, only does what is missing.

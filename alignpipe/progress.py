@@ -68,17 +68,3 @@ class Progress:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def log_like_parent(level: int, fmt: str | None) -> None:
-    """Initialiser of worker processes: logs the way the parent process does, so their
-    progress lines reach the same place (a terminal, a kfp task's log)."""
-    logging.basicConfig(level=level, format=fmt or logging.BASIC_FORMAT)
-
-
-def worker_logging() -> dict[str, object]:
-    """`ProcessPoolExecutor` keyword arguments that make its workers log like this process."""
-    root = logging.getLogger()
-    formatter = root.handlers[0].formatter if root.handlers else None
-    fmt = formatter._fmt if formatter is not None else None
-    return {"initializer": log_like_parent, "initargs": (log.getEffectiveLevel(), fmt)}

@@ -35,14 +35,11 @@ import asyncio
 import collections
 import gzip
 import logging
-import multiprocessing
-import os
 import queue
 import re
 import threading
 import urllib.parse
 from collections.abc import AsyncIterator, Iterable, Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor
 
 from alignpipe.config import ScrapeConfig
 from alignpipe.data.entries import ImageEntry, PageRecord
@@ -50,7 +47,7 @@ from alignpipe.data.fetch import Fetcher, FetchPolicy
 from alignpipe.data.html import parse_page
 from alignpipe.data.robots import RobotsCache
 from alignpipe.errors import InputError
-from alignpipe.progress import Progress, worker_logging
+from alignpipe.progress import Progress
 
 log = logging.getLogger("alignpipe")
 OPT_OUT = frozenset({"noai", "noimageai"})
@@ -95,10 +92,8 @@ def is_page_link(url: str) -> bool:
 class _SiteCrawl:
     """The state of one site's crawl: frontier, seen URLs, page budget."""
 
-    def __init__(
-        self, host: str, cfg: ScrapeConfig, fetcher: Fetcher, robots: RobotsCache, parsers: Executor | None
-    ) -> None:
-        self.host, self.cfg, self.fetcher, self.robots, self.parsers = host, cfg, fetcher, robots, parsers
+    def __init__(self, host: str, cfg: ScrapeConfig, fetcher: Fetcher, robots: RobotsCache) -> None:
+        self.host, self.cfg, self.fetcher, self.robots = host, cfg, fetcher, robots
         self.allowed = allowed_hosts(cfg)
         self.queue: asyncio.Queue[tuple[str, str, int]] = asyncio.Queue()
         self.seen: set[str] = set()
@@ -150,13 +145,7 @@ class _SiteCrawl:
             self.out.append(PageRecord(url, page.outcome, referrer, depth, page.error))
             return
         content_type = f"{page.content_type}; charset={page.charset}" if page.charset else page.content_type
-        if self.parsers is None:
-            parsed = parse_page(page.body, page.final_url, content_type)
-        else:
-            loop = asyncio.get_running_loop()
-            parsed = await loop.run_in_executor(
-                self.parsers, parse_page, page.body, page.final_url, content_type
-            )
+        parsed = parse_page(page.body, page.final_url, content_type)
         directives = parsed.robots | page.robots_tags
         opted_out = bool(directives & OPT_OUT)
         images = tuple(ImageEntry(i.image_url, i.alt, page.final_url, opted_out) for i in parsed.images)
@@ -189,7 +178,7 @@ class _SiteCrawl:
 
 
 async def crawl_site(
-    host: str, seeds: Iterable[str], cfg: ScrapeConfig, fetcher: Fetcher, parsers: Executor | None = None
+    host: str, seeds: Iterable[str], cfg: ScrapeConfig, fetcher: Fetcher
 ) -> AsyncIterator[PageRecord]:
     """Crawls one host breadth-first from its seed URLs (and sitemaps).
 
@@ -198,13 +187,11 @@ async def crawl_site(
         seeds: absolute http(s) URLs on `host`.
         cfg: limits, manners and allowed hosts.
         fetcher: the open `Fetcher` to request pages with.
-        parsers: where pages are parsed (worker processes, so that parsing runs beside the
-            network on other cores); None parses on the event loop.
 
     Yields:
         One `PageRecord` per distinct page URL met.
     """
-    site = _SiteCrawl(host, cfg, fetcher, RobotsCache(fetcher, cfg.user_agent), parsers)
+    site = _SiteCrawl(host, cfg, fetcher, RobotsCache(fetcher, cfg.user_agent))
     seeds = [urllib.parse.urldefrag(s).url for s in dict.fromkeys(seeds)]
     for seed in seeds:
         site.add(seed, "", 0)
@@ -235,13 +222,9 @@ def crawl_host(host: str, seeds: Iterable[str], cfg: ScrapeConfig) -> Iterator[P
     end = object()
 
     async def produce() -> None:
-        workers = cfg.processes or os.cpu_count() or 1
-        with ProcessPoolExecutor(
-            workers, mp_context=multiprocessing.get_context("forkserver"), **worker_logging()
-        ) as parsers:
-            async with Fetcher(FetchPolicy.from_config(cfg)) as fetcher:
-                async for record in crawl_site(host, seeds, cfg, fetcher, parsers):
-                    handoff.put(record)
+        async with Fetcher(FetchPolicy.from_config(cfg)) as fetcher:
+            async for record in crawl_site(host, seeds, cfg, fetcher):
+                handoff.put(record)
 
     def run() -> None:
         try:

@@ -31,11 +31,10 @@ import hashlib
 import json
 import logging
 import math
-import multiprocessing
 import os
 import time
 import zlib
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -50,7 +49,7 @@ from alignpipe.data.crawl import allowed_hosts, crawl_host, host_of, is_allowed_
 from alignpipe.data.download import UnitDownload, Use, image_line
 from alignpipe.data.entries import ImageEntry, PageRecord
 from alignpipe.errors import InputError
-from alignpipe.progress import worker_logging
+from alignpipe.workers import process_pool
 
 log = logging.getLogger("alignpipe")
 STAGING = "_staging"
@@ -298,10 +297,7 @@ class DownloadUnitFn(beam.DoFn):
         self.cfg, self.staging = cfg, staging
 
     def setup(self) -> None:
-        workers = self.cfg.processes or os.cpu_count() or 1
-        self.pool = ProcessPoolExecutor(
-            workers, mp_context=multiprocessing.get_context("forkserver"), **worker_logging()
-        )
+        self.pool = process_pool(self.cfg.processes)
 
     def teardown(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,38 @@
+"""Worker processes for the CPU work beside an event loop (HTML parsing, image work).
+
+On Linux the workers are forked, so they start at once with every module this process has
+imported (a spawned worker would import Beam and the rest again, seconds per worker);
+elsewhere they are spawned. Either way they log the way this process does, so their
+progress lines reach the same place (a terminal, a kfp task's log).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor
+
+log = logging.getLogger("alignpipe")
+
+
+def process_pool(workers: int = 0) -> ProcessPoolExecutor:
+    """A pool of `workers` processes (0: one per core)."""
+    context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+    root = logging.getLogger()
+    formatter = root.handlers[0].formatter if root.handlers else None
+    fmt = formatter._fmt if formatter is not None else None
+    return ProcessPoolExecutor(
+        workers or os.cpu_count() or 1,
+        mp_context=context,
+        initializer=_log_like_parent,
+        initargs=(log.getEffectiveLevel(), fmt),
+    )
+
+
+def _log_like_parent(level: int, fmt: str | None) -> None:
+    root = logging.getLogger()
+    if not root.handlers:  # spawned: nothing configured yet
+        logging.basicConfig(level=level, format=fmt or logging.BASIC_FORMAT)
+    log.setLevel(level)
