@@ -1,8 +1,10 @@
 """Worker processes for the CPU work beside an event loop (HTML parsing, image work).
 
 On Linux the workers are forked, so they start at once with every module this process has
-imported (a spawned worker would import Beam and the rest again, seconds per worker);
-elsewhere they are spawned. Either way they log the way this process does, so their
+imported (a spawned worker would import Beam and the rest again, seconds per worker), unless
+this process has loaded a library that does not survive a fork (TensorFlow's thread pools:
+its forked children can die at random); then, and on other systems, they come from a fork
+server, which imports what they need once. Either way they log the way this process does, so their
 progress lines reach the same place (a terminal, a kfp task's log).
 """
 
@@ -15,11 +17,13 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 
 log = logging.getLogger("alignpipe")
+FORK_UNSAFE_MODULES = ("tensorflow", "jax", "torch")
 
 
 def process_pool(workers: int = 0) -> ProcessPoolExecutor:
     """A pool of `workers` processes (0: one per core)."""
-    context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+    fork_safe = sys.platform == "linux" and not any(m in sys.modules for m in FORK_UNSAFE_MODULES)
+    context = multiprocessing.get_context("fork" if fork_safe else "forkserver")
     root = logging.getLogger()
     formatter = root.handlers[0].formatter if root.handlers else None
     fmt = formatter._fmt if formatter is not None else None

@@ -1,6 +1,6 @@
 """A polite, bounded, concurrent breadth-first crawl of one site.
 
-`crawl_site` starts from a host's seed URLs (and its sitemaps), follows `<a href>` links
+`crawl_site_batches` starts from a host's seed URLs (and its sitemaps), follows `<a href>` links
 on that host, obeys robots.txt (rules and `Crawl-delay`, through `RobotsCache`) and
 `<meta name=robots content=nofollow>`, and stops at `max_pages` fetched pages or
 `max_depth` links from a seed. Each page is parsed once (`alignpipe.data.html`). Every
@@ -35,9 +35,7 @@ import asyncio
 import collections
 import gzip
 import logging
-import queue
 import re
-import threading
 import urllib.parse
 from collections.abc import AsyncIterator, Iterable, Iterator
 
@@ -177,7 +175,7 @@ class _SiteCrawl:
         return pages
 
 
-async def crawl_site(
+async def crawl_site_batches(
     host: str, seeds: Iterable[str], cfg: ScrapeConfig, fetcher: Fetcher
 ) -> AsyncIterator[PageRecord]:
     """Crawls one host breadth-first from its seed URLs (and sitemaps).
@@ -189,7 +187,7 @@ async def crawl_site(
         fetcher: the open `Fetcher` to request pages with.
 
     Yields:
-        One `PageRecord` per distinct page URL met.
+        Lists of `PageRecord`s, one per distinct page URL met, as they come.
     """
     site = _SiteCrawl(host, cfg, fetcher, RobotsCache(fetcher, cfg.user_agent))
     seeds = [urllib.parse.urldefrag(s).url for s in dict.fromkeys(seeds)]
@@ -202,8 +200,10 @@ async def crawl_site(
     joined = asyncio.create_task(site.queue.join())
     try:
         while not joined.done() or site.out:
-            while site.out:
-                yield site.out.popleft()
+            if site.out:
+                batch = list(site.out)
+                site.out.clear()
+                yield batch
             if not joined.done():
                 await asyncio.wait([joined, *workers], timeout=0.05, return_when=asyncio.FIRST_COMPLETED)
             for w in workers:
@@ -216,30 +216,28 @@ async def crawl_site(
 
 
 def crawl_host(host: str, seeds: Iterable[str], cfg: ScrapeConfig) -> Iterator[PageRecord]:
-    """`crawl_site` as a plain iterator: the crawl runs on its own event loop in a thread and
-    hands pages over through a bounded queue (a slow consumer pauses the crawl)."""
-    handoff: queue.Queue[object] = queue.Queue(maxsize=1024)
-    end = object()
+    """`crawl_site_batches` as a plain iterator, on an event loop of its own in this thread:
+    the loop runs until the next batch of pages is ready, then pauses while they are
+    consumed (the sockets keep receiving meanwhile)."""
 
-    async def produce() -> None:
+    async def batches() -> AsyncIterator[list[PageRecord]]:
         async with Fetcher(FetchPolicy.from_config(cfg)) as fetcher:
-            async for record in crawl_site(host, seeds, cfg, fetcher):
-                handoff.put(record)
+            async for batch in crawl_site_batches(host, seeds, cfg, fetcher):
+                yield batch
 
-    def run() -> None:
-        try:
-            asyncio.run(produce())
-        except BaseException as e:  # handed to the consumer, which raises it
-            handoff.put(e)
-        handoff.put(end)
-
-    thread = threading.Thread(target=run, name=f"crawl {host}", daemon=True)
-    thread.start()
-    while (item := handoff.get()) is not end:
-        if isinstance(item, BaseException):
-            raise item
-        yield item  # type: ignore[misc]
-    thread.join()
+    loop = asyncio.new_event_loop()
+    source = batches()
+    try:
+        while True:
+            try:
+                batch = loop.run_until_complete(anext(source))
+            except StopAsyncIteration:
+                return
+            yield from batch
+    finally:
+        loop.run_until_complete(source.aclose())
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
 
 
 def check_seeds_reachable(cfg: ScrapeConfig) -> None:

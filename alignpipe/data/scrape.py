@@ -26,6 +26,7 @@ JSON line per page URL met and per `<img>` use, `{"kind": "page"|"image", "url",
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import json
@@ -157,12 +158,13 @@ def fingerprint(cfg: ScrapeConfig) -> str:
 def build_scrape(pipeline: beam.Pipeline, cfg: ScrapeConfig, staging: str, inputs: list[str]) -> None:
     """Adds the scrape transforms to `pipeline` (see the module docstring)."""
     if cfg.source == "url_list":
-        pages = pipeline | "NoPages" >> beam.Create([])
+        page_lines = page_counts = None
         entries = (
             pipeline
             | "Lists" >> beam.Create(inputs)
             | "SpreadLists" >> beam.Reshuffle()
             | "ReadLists" >> beam.FlatMap(_read_url_list, cfg.url_column, cfg.caption_column)
+            | "KeyByPair" >> beam.Map(lambda e: ((e.url, e.alt), (e.page_url, e.opted_out)))
         )
     else:
         if cfg.source == "warc":
@@ -180,12 +182,12 @@ def build_scrape(pipeline: beam.Pipeline, cfg: ScrapeConfig, staging: str, input
                 | "GroupSeeds" >> beam.GroupByKey()
                 | "Crawl" >> beam.ParDo(CrawlSiteFn(cfg))
             )
-        entries = pages | "Images" >> beam.FlatMap(lambda page: page.images)
+        split = pages | "Pages" >> beam.ParDo(PageOutputsFn()).with_outputs("lines", "counts", main="entries")
+        entries, page_lines, page_counts = split.entries, split.lines, split.counts
     pairs = (
         entries
-        | "KeyByPair" >> beam.Map(lambda e: ((e.url, e.alt), (e.page_url, e.opted_out)))
         | "GroupByPair" >> beam.GroupByKey()
-        | "FirstPagePerPair" >> beam.FlatMap(first_use_per_pair).with_outputs("lines", main="uses")
+        | "FirstPagePerPair" >> beam.ParDo(FirstUseFn()).with_outputs("lines", "counts", main="uses")
     )
     by_image = pairs.uses | "GroupByImage" >> beam.GroupByKey()
     num_units = (
@@ -199,17 +201,16 @@ def build_scrape(pipeline: beam.Pipeline, cfg: ScrapeConfig, staging: str, input
         | "GroupByUnit" >> beam.GroupByKey()
         | "Download" >> beam.ParDo(DownloadUnitFn(cfg, staging))
     )
-    page_lines = pages | "PageLines" >> beam.Map(page_line)
-    lines = (page_lines, pairs.lines) | "EntryLines" >> beam.Flatten()
+    lines = [pairs.lines] + ([page_lines] if page_lines is not None else [])
+    counts = [pairs.counts, unit_counts] + ([page_counts] if page_counts is not None else [])
     _ = (
         lines
-        | "ToJson" >> beam.Map(lambda line: json.dumps(line, sort_keys=True))
+        | "AllLines" >> beam.Flatten()
         | "WriteManifest"
         >> beam.io.WriteToText(fs.join(staging, "manifest-entries"), file_name_suffix=".jsonl")
     )
-    line_counts = lines | "OutcomeKey" >> beam.Map(lambda line: (f"{line['kind']}/{line['outcome']}", 1))
     _ = (
-        (line_counts, unit_counts)
+        counts
         | "AllCounts" >> beam.Flatten()
         | "Sum" >> beam.CombinePerKey(sum)
         | "ToDict" >> beam.combiners.ToDict()
@@ -218,6 +219,50 @@ def build_scrape(pipeline: beam.Pipeline, cfg: ScrapeConfig, staging: str, input
             lambda o: fs.write_json(fs.join(staging, REPORT_FILE), ScrapeReport.from_outcomes(o).to_dict())
         )
     )
+
+
+class _ManifestFn(beam.DoFn):
+    """A DoFn that writes manifest lines (tagged "lines", as JSON) and counts them by
+    `kind/outcome` once per bundle (tagged "counts"): one count element per bundle and
+    outcome instead of one per line keeps Beam's per-element cost off the hot path."""
+
+    def start_bundle(self) -> None:
+        self._counts: collections.Counter[str] = collections.Counter()
+
+    def line(self, line: dict[str, object]) -> beam.pvalue.TaggedOutput:
+        self._counts[f"{line['kind']}/{line['outcome']}"] += 1
+        return beam.pvalue.TaggedOutput("lines", json.dumps(line, sort_keys=True))
+
+    def finish_bundle(self):
+        for key, count in self._counts.items():
+            value = WindowedValue((key, count), GlobalWindow().max_timestamp(), [GlobalWindow()])
+            yield beam.pvalue.TaggedOutput("counts", value)
+        self._counts.clear()
+
+
+class PageOutputsFn(_ManifestFn):
+    """`PageRecord` -> its manifest line, and ((image URL, alt), (page URL, opted out)) per `<img>`."""
+
+    def process(self, page: PageRecord):
+        yield self.line(page_line(page))
+        for e in page.images:
+            yield (e.url, e.alt), (e.page_url, e.opted_out)
+
+
+class FirstUseFn(_ManifestFn):
+    """((image URL, alt), [(page URL, opted out)]) -> (image URL, `Use`) of the first page; the
+    other pages, or every page when alt is empty, become `duplicate_pair` / `no_alt` lines."""
+
+    def process(self, element: tuple[tuple[str, str], list[tuple[str, bool]]]):
+        (url, alt), pages = element
+        pages = sorted(pages)
+        if not alt:
+            for page, _ in pages:
+                yield self.line(image_line(url, Use(alt, page), "no_alt"))
+            return
+        yield url, Use(alt, pages[0][0], opted_out=any(opted for _, opted in pages))
+        for page, _ in pages[1:]:
+            yield self.line(image_line(url, Use(alt, page), "duplicate_pair"))
 
 
 def page_line(page: PageRecord) -> dict[str, object]:
@@ -230,20 +275,6 @@ def page_line(page: PageRecord) -> dict[str, object]:
         "depth": page.depth,
     }
     return line | ({"error": page.error} if page.error else {})
-
-
-def first_use_per_pair(element: tuple[tuple[str, str], list[tuple[str, bool]]]):
-    """((image URL, alt), [(page URL, opted out)]) -> (image URL, `Use`) of the first page;
-    tagged "lines": manifest lines of the other pages, or of every page when alt is empty."""
-    (url, alt), pages = element
-    pages = sorted(pages)
-    if not alt:
-        for page, _ in pages:
-            yield beam.pvalue.TaggedOutput("lines", image_line(url, Use(alt, page), "no_alt"))
-        return
-    yield url, Use(alt, pages[0][0], opted_out=any(opted for _, opted in pages))
-    for page, _ in pages[1:]:
-        yield beam.pvalue.TaggedOutput("lines", image_line(url, Use(alt, page), "duplicate_pair"))
 
 
 def assign_unit(

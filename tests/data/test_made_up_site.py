@@ -1,6 +1,6 @@
 """The tiny preset on a clean site it was not made for: a few thousand captioned images in
 the style of a real photo site (varied sizes and captions, a little boilerplate). Most
-pairs survive the filters, and training starts on them."""
+pairs survive the filters, and the tiny model trains on them."""
 
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def made_up_site(rng: random.Random) -> dict[str, str | bytes]:
 
 @pytest.mark.large
 def test_tiny_preset_keeps_most_of_a_clean_real_style_site_and_can_train(make_site, tmp_path):
-    from alignpipe.training.input import check_enough_pairs, pairs_in
+    from alignpipe.training.trainer import train
 
     site = make_site(made_up_site(random.Random(0)))
     with serve_folder(site) as url:
@@ -84,5 +84,6 @@ def test_tiny_preset_keeps_most_of_a_clean_real_style_site_and_can_train(make_si
     cfg = load_config("local", "tiny")
     funnel = run_filter(cfg, str(tmp_path / "raw"), str(tmp_path / "kept"))
     assert funnel.kept_pairs >= 0.8 * NUM_IMAGES, funnel.to_dict()
-    num_pairs, report = pairs_in(str(tmp_path / "kept"), [])
-    check_enough_pairs(num_pairs, cfg.train.batch_size, str(tmp_path / "kept"), report)
+    result = train(cfg.replace(train__steps=2), str(tmp_path / "kept"), str(tmp_path / "model"))
+    assert result.num_pairs == funnel.kept_pairs and result.steps == 2
+    assert all(math.isfinite(row["loss"]) for row in result.history)
