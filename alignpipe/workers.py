@@ -10,6 +10,7 @@ progress lines reach the same place (a terminal, a kfp task's log).
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import os
@@ -27,12 +28,20 @@ def process_pool(workers: int = 0) -> ProcessPoolExecutor:
     root = logging.getLogger()
     formatter = root.handlers[0].formatter if root.handlers else None
     fmt = formatter._fmt if formatter is not None else None
-    return ProcessPoolExecutor(
+    pool = ProcessPoolExecutor(
         workers or os.cpu_count() or 1,
         mp_context=context,
         initializer=_log_like_parent,
         initargs=(log.getEffectiveLevel(), fmt),
     )
+    if fork_safe:
+        # Start the workers now, with the collector's bookkeeping of every object made
+        # permanent: a collection in a child would otherwise write to (and so copy) nearly
+        # every page it shares with this process.
+        gc.freeze()
+        pool.submit(int).result()
+        gc.unfreeze()
+    return pool
 
 
 def _log_like_parent(level: int, fmt: str | None) -> None:
