@@ -1,9 +1,10 @@
 """Downloading one work unit of images: fetch, check, hash, resize, write.
 
 The network runs on one asyncio loop (`Fetcher`: many requests in flight, per-host
-limits, robots.txt checked on every hop); decoding, hashing and resizing run in a pool
-of worker processes (`alignpipe.imaging.decode.describe_image`), so they never stall the
-network and use every core. Every use of every image URL ends in one outcome:
+limits, robots.txt checked on every hop); decoding, hashing and resizing run beside it
+in the executor given (`alignpipe.imaging.decode.describe_image`; threads, as Pillow and
+hashlib release the GIL), so they never stall the network. The scrape runs one such unit
+per worker process and core. Every use of every image URL ends in one outcome:
 
 | outcome                     | meaning                                                 |
 |-----------------------------|---------------------------------------------------------|

@@ -1,7 +1,7 @@
 """What the scrape learns from a downloaded image file, and the resized copy it stores.
 
-`describe_image` runs in a pool of worker processes, off the network path: it checks the
-magic bytes (the server's content type is not trusted), reads the size from the header,
+`describe_image` runs in threads beside the download's event loop, off the network path: it
+checks the magic bytes (the server's content type is not trusted), reads the size from the header,
 refuses decompression bombs before decoding, hashes the bytes and, when asked, resizes the
 way img2dataset's `resize_mode`s do. Every file ends in one outcome:
 
