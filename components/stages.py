@@ -19,7 +19,7 @@ import mlflow
 
 from alignpipe import fs
 from alignpipe.config import Config
-from components import tracking
+from components import mlflow_store, tracking
 
 log = logging.getLogger("alignpipe")
 
@@ -38,12 +38,20 @@ def _publish(metrics: MetricsSink | None, values: dict[str, float]) -> None:
 def scrape_stage(
     config_json: str, pipeline_job: str, out_dir: str, metrics: MetricsSink | None = None
 ) -> dict:
-    """Crawls `scrape.seed_urls` and writes pair shards + manifest into `out_dir`."""
+    """Scrapes `scrape.source` (a crawl, URL lists or WARC files); pair shards + manifest go to `out_dir`."""
     from alignpipe.data.scrape import run_scrape
 
     cfg = Config.from_json(config_json)
-    with tracking.stage_run(cfg, pipeline_job, "scrape"):
+    # The run opens when the scrape ends, with its start time, so that a new local store is
+    # set up meanwhile on another core.
+    started = tracking.now_ms()
+    mlflow_store.prepare(cfg)
+    try:
         report = run_scrape(cfg, out_dir).to_dict()
+    except Exception:
+        with tracking.stage_run(cfg, pipeline_job, "scrape", started_ms=started):
+            raise  # recorded as a FAILED run
+    with tracking.stage_run(cfg, pipeline_job, "scrape", started_ms=started):
         values = {k: float(v) for k, v in report.items() if isinstance(v, (int, float))}
         values.update({f"outcome.{k.replace('/', '.')}": float(v) for k, v in report["outcomes"].items()})
         _publish(metrics, values)

@@ -17,20 +17,17 @@ from collections.abc import Iterator
 
 import mlflow
 from mlflow.tracking import MlflowClient
+from mlflow.tracking.context.registry import resolve_tags
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from alignpipe import fs
 from alignpipe.config import Config
+from components import mlflow_store
+from components.mlflow_store import tracking_uri
 
 PIPELINE_JOB_TAG = "alignpipe.pipeline_job"
 ROLE_TAG = "alignpipe.role"
 STAGE_TAG = "alignpipe.stage"
-
-
-def tracking_uri(cfg: Config) -> str:
-    """The configured tracking URI, or a SQLite store inside `runner.work_dir`."""
-    if cfg.tracking.tracking_uri:
-        return cfg.tracking.tracking_uri
-    return f"sqlite:///{os.path.abspath(os.path.join(cfg.runner.work_dir, 'mlflow.db'))}"
 
 
 def connect(cfg: Config) -> str:
@@ -40,6 +37,7 @@ def connect(cfg: Config) -> str:
     (MLflow would otherwise use the current folder, which differs per kfp task).
     """
     uri = tracking_uri(cfg)
+    mlflow_store.wait(uri)
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(cfg.tracking.experiment)
@@ -56,6 +54,10 @@ def connect(cfg: Config) -> str:
         experiment_id = client.get_experiment_by_name(cfg.tracking.experiment).experiment_id
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def start_pipeline_run(cfg: Config, pipeline_job: str) -> str:
@@ -110,22 +112,35 @@ def finish_pipeline_run(cfg: Config, pipeline_job: str, succeeded: bool) -> str 
 
 
 @contextlib.contextmanager
-def stage_run(cfg: Config, pipeline_job: str, stage: str) -> Iterator[mlflow.ActiveRun]:
+def stage_run(
+    cfg: Config, pipeline_job: str, stage: str, started_ms: int | None = None
+) -> Iterator[mlflow.ActiveRun]:
     """An active MLflow run for one stage, nested under the pipeline's parent run.
 
     Args:
         cfg: the pipeline config.
         pipeline_job: the kfp pipeline-job name; empty for a standalone stage.
         stage: `scrape`, `filter`, `train`, `evaluate` or `register`.
+        started_ms: the run's start time (`now_ms()`), for a run opened after the stage's
+            work; default now.
     """
-    connect(cfg)
+    experiment_id = connect(cfg)
     parent = find_pipeline_run(cfg, pipeline_job) if pipeline_job else None
     if pipeline_job and parent is None:
         parent = start_pipeline_run(cfg, pipeline_job)
     tags = {STAGE_TAG: stage, ROLE_TAG: "stage"}
     if pipeline_job:
         tags[PIPELINE_JOB_TAG] = pipeline_job
-    with mlflow.start_run(run_name=stage, parent_run_id=parent, nested=parent is not None, tags=tags) as run:
+    if started_ms is None:
+        opened = mlflow.start_run(run_name=stage, parent_run_id=parent, nested=parent is not None, tags=tags)
+    else:
+        if parent is not None:
+            tags[MLFLOW_PARENT_RUN_ID] = parent
+        created = MlflowClient(tracking_uri(cfg)).create_run(
+            experiment_id, start_time=started_ms, tags=resolve_tags(tags), run_name=stage
+        )
+        opened = mlflow.start_run(run_id=created.info.run_id)
+    with opened as run:
         if parent is None:
             mlflow.log_params({k: _param_value(v) for k, v in cfg.flat().items()})
         yield run

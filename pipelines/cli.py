@@ -58,9 +58,7 @@ def cmd_demo_web(args: argparse.Namespace) -> None:
 
 
 def cmd_scrape(args: argparse.Namespace) -> None:
-    from alignpipe.data.crawl import check_seeds_reachable
-    from alignpipe.data.scrape import check_inputs
-    from components.stages import scrape_stage
+    from components import mlflow_store
 
     cfg = _config(args)
     if args.seed:
@@ -73,6 +71,12 @@ def cmd_scrape(args: argparse.Namespace) -> None:
             "no input: pass --seed URL, --url-list FILE or --warc FILE"
             " (or set scrape.seed_urls / scrape.input_paths)"
         )
+    mlflow_store.prepare(cfg)  # before the imports below: a new store is set up meanwhile
+
+    from alignpipe.data.crawl import check_seeds_reachable
+    from alignpipe.data.scrape import check_inputs
+    from components.stages import scrape_stage
+
     check_inputs(cfg.scrape)
     if cfg.scrape.source == "crawl":
         check_seeds_reachable(cfg.scrape)

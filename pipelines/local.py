@@ -24,7 +24,7 @@ log = logging.getLogger("alignpipe")
 
 def resolve_paths(cfg: Config) -> Config:
     """Makes the work folder absolute and fixes the tracking URI (kfp tasks run elsewhere)."""
-    from components.tracking import tracking_uri
+    from components.mlflow_store import tracking_uri
 
     work_dir = os.path.abspath(cfg.runner.work_dir)
     cfg = cfg.replace(runner__work_dir=work_dir)

@@ -7,7 +7,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from alignpipe.config import load_config
-from components import tracking
+from components import mlflow_store, tracking
 
 
 @pytest.fixture
@@ -43,3 +43,32 @@ def test_standalone_stage_is_a_top_level_run_with_the_config(cfg):
     data = MlflowClient(tracking.tracking_uri(cfg)).get_run(run_id).data
     assert "mlflow.parentRunId" not in data.tags
     assert data.params["experiment"] == "tiny"
+
+
+def test_a_new_store_is_set_up_ahead_and_a_late_run_keeps_its_start(cfg):
+    started = tracking.now_ms() - 60_000
+    mlflow_store.prepare(cfg)
+    assert tracking.tracking_uri(cfg) in mlflow_store._SETUP  # a child is creating it
+    with tracking.stage_run(cfg, "align-7", "scrape", started_ms=started) as run:
+        mlflow.log_metric("pairs", 5)
+    assert not mlflow_store._SETUP
+    done = MlflowClient(tracking.tracking_uri(cfg)).get_run(run.info.run_id)
+    assert done.info.start_time == started and done.info.status == "FINISHED"
+    assert done.info.run_name == "scrape" and done.data.metrics == {"pairs": 5}
+    assert done.data.tags["mlflow.parentRunId"] == tracking.find_pipeline_run(cfg, "align-7")
+    assert done.data.tags[tracking.STAGE_TAG] == "scrape" and "mlflow.user" in done.data.tags
+
+
+def test_a_late_run_records_the_failure_of_the_work_before_it(cfg):
+    with pytest.raises(ValueError, match="no seeds"):
+        with tracking.stage_run(cfg, "", "scrape", started_ms=tracking.now_ms()) as run:
+            raise ValueError("no seeds")
+    assert MlflowClient(tracking.tracking_uri(cfg)).get_run(run.info.run_id).info.status == "FAILED"
+
+
+def test_no_child_for_a_tracking_server_or_an_existing_store(cfg):
+    mlflow_store.prepare(cfg.replace(tracking__tracking_uri="http://127.0.0.1:5999"))
+    assert not mlflow_store._SETUP
+    tracking.connect(cfg)
+    mlflow_store.prepare(cfg)
+    assert not mlflow_store._SETUP

@@ -1,0 +1,50 @@
+"""Where MLflow keeps runs, and setting up a new local store ahead of time.
+
+This module imports nothing heavy (not MLflow): a command calls `prepare` before its own
+imports, so that the seconds of CPU a new SQLite store costs (MLflow builds its schema through
+every migration) run on another core while the command imports and works.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+
+from alignpipe.config import Config
+
+log = logging.getLogger("alignpipe")
+_SETUP: dict[str, subprocess.Popen] = {}  # tracking URI -> the child creating that store
+_CREATE = (
+    "import sys; from mlflow.tracking import MlflowClient; MlflowClient(sys.argv[1]).search_experiments()"
+)
+
+
+def tracking_uri(cfg: Config) -> str:
+    """The configured tracking URI, or a SQLite store inside `runner.work_dir`."""
+    if cfg.tracking.tracking_uri:
+        return cfg.tracking.tracking_uri
+    return f"sqlite:///{os.path.abspath(os.path.join(cfg.runner.work_dir, 'mlflow.db'))}"
+
+
+def prepare(cfg: Config) -> None:
+    """Starts creating the local SQLite store in a child process if it does not exist yet.
+
+    `wait` (called by `tracking.connect`) waits for it. Nothing happens for a store that exists
+    or a tracking server.
+    """
+    uri = tracking_uri(cfg)
+    path = uri.removeprefix("sqlite:///")
+    if not uri.startswith("sqlite:///") or os.path.exists(path) or uri in _SETUP:
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    _SETUP[uri] = subprocess.Popen([sys.executable, "-c", _CREATE, uri], stdout=subprocess.DEVNULL)
+
+
+def wait(uri: str) -> None:
+    """Waits for the store `prepare` started for `uri`, if any."""
+    setup = _SETUP.pop(uri, None)
+    if setup is not None and setup.wait() != 0:
+        # the caller then creates the store itself, and reports any real problem with it
+        log.warning("setting up the MLflow store %s ahead of time failed (exit %d)", uri, setup.returncode)
