@@ -140,6 +140,7 @@ class UnitDownload:
                 use.page_url,
                 facts.original_width,
                 facts.original_height,
+                facts.phash,
             )
             self.write_pair(pair)
         self._lines(url, wanted, "ok")

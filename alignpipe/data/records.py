@@ -12,6 +12,8 @@ Pairs are stored as `tf.train.Example`s in sharded TFRecord files
 | image/original_width  | int64  | pixels of the image as downloaded                |
 | image/original_height | int64  | pixels of the image as downloaded                |
 | image/sha256          | bytes  | hex SHA-256 of the bytes as downloaded           |
+| image/phash           | int64  | pHash of `image/encoded` (two's complement), only |
+|                       |        | when the scrape decoded the pixels (a resize)    |
 | text                  | bytes  | the alt-text, UTF-8, whitespace-normalised       |
 | image/url             | bytes  | absolute URL the image was downloaded from       |
 | page/url              | bytes  | URL of the page whose `<img alt>` gave the text  |
@@ -26,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import struct
+from collections.abc import Iterator
 from typing import BinaryIO
 
 import google_crc32c
@@ -51,6 +54,7 @@ class ImageTextPair:
     page_url: str
     original_width: int = 0
     original_height: int = 0
+    phash: int | None = None
 
     def to_example(self) -> bytes:
         """Serialises to `tf.train.Example` bytes with the schema above."""
@@ -72,6 +76,8 @@ class ImageTextPair:
             ("image/original_height", self.original_height or self.height),
         ):
             feature[key].int64_list.value.append(value)
+        if self.phash is not None:
+            feature["image/phash"].int64_list.value.append(to_int64(self.phash))
         return example.SerializeToString()
 
     @classmethod
@@ -95,7 +101,16 @@ class ImageTextPair:
             page_url=s("page/url"),
             original_width=i("image/original_width", i("image/width")),
             original_height=i("image/original_height", i("image/height")),
+            phash=i("image/phash") & UINT64 if "image/phash" in f else None,
         )
+
+
+UINT64 = (1 << 64) - 1
+
+
+def to_int64(value: int) -> int:
+    """An unsigned 64-bit value (a pHash) as the signed int64 that protobuf and parquet store."""
+    return value - (1 << 64) if value >= 1 << 63 else value
 
 
 def _masked_crc(data: bytes) -> bytes:
@@ -118,6 +133,19 @@ class TFRecordWriter:
 
     def close(self) -> None:
         self._gzip.close()
+
+
+def iter_tfrecords(file: BinaryIO) -> Iterator[bytes]:
+    """The records of a GZIP TFRecord file, one at a time (no CRC check)."""
+    stream = gzip.GzipFile(fileobj=file)
+    while header := stream.read(12):
+        if len(header) < 12:
+            raise ValueError("a TFRecord file ends inside a record header")
+        (length,) = struct.unpack_from("<Q", header)
+        record = stream.read(length)
+        if len(record) < length or len(stream.read(4)) < 4:
+            raise ValueError("a TFRecord file ends inside a record")
+        yield record
 
 
 def read_tfrecords(file: BinaryIO) -> list[bytes]:

@@ -2,26 +2,43 @@
 
 Outputs, in `out_dir`:
 - `pairs-SSSSS-of-NNNNN.tfrecord.gz`: the kept pairs, unchanged, in the schema of
-  `alignpipe.data.records` (`cfg.filter.num_shards` shards, GZIP).
-- `dropped-SSSSS-of-NNNNN.jsonl`: one JSON object per dropped pair,
+  `alignpipe.data.records`: output shard S holds the kept records of input shard S (sorted
+  input paths), in their order, in the scrape's GZIP framing.
+- `dropped-SSSSS-of-NNNNN.jsonl` (`cfg.filter.num_shards` files): one JSON object per dropped pair,
   `{"image_url", "page_url", "sha256", "text", "reason"}`, `reason` one of `REASONS`.
 - `funnel.json`, `funnel.png`: the counts (see `alignpipe.filtering.funnel`), and warnings,
   also logged, when a rule drops most of what reaches it or fewer pairs than one
   training batch are kept.
 
-Shape of the pipeline (every statistic is computed over the RAW input, as the paper does):
+Shape of the pipeline. Every statistic is computed over the RAW input, as the paper does,
+and from metadata only (`PairMeta`: SHA-256, text, size, pHash; no image bytes):
 
-    raw pairs -+- alt-texts -> VocabularyTokensPerText (top-K unigrams+bigrams) -----------+
-               +- GroupByKey(image sha256): decode + pHash once per image,                 |
-               |  count its distinct alt-texts -> CoGroupByKey(normalised alt-text) <------+
-               |  count the alt-text's distinct images, drop_reason() per pair
-               |       -> kept: TFRecords | dropped: JSONL | outcome counts -> funnel
+    shards -> ReadMetadata: one `PairMeta` per record (the pHash from the record, or
+              |             from decoding the bytes there once when the scrape did not)
+              +- (sha256, alt)  -> CombinePerKey(distinct, capped) -> alts per image --+
+              +- (alt, sha256)  -> CombinePerKey(distinct, capped) -> images per alt -+ |
+              +- alt-texts -> VocabularyTokensPerText (top-K unigrams+bigrams) ------+ | |
+              +- CoGroupByKey(sha256) <-------------------------------------------------+
+                  -> CoGroupByKey(normalised alt-text) <-----------------------------+-+
+                  -> drop_reason() per pair -> decisions
+    decisions -> dropped: JSONL | outcome counts -> funnel
+              -> kept (shard, index) -> GroupByKey(shard) -> CopyKept: each shard is read
+                 again and its kept records copied into the output shard of its number
     evaluation images -> pHash -> PHashIndex (side input)
     blocklist file    -> PHashIndex (side input)
+
+Hot keys: the counts per image and per alt-text are combiners whose accumulators stop
+growing one past the rule's threshold (`DistinctUpTo`), so boilerplate alt-texts ("logo")
+and images on every page cost the same as any other. The joins group small metadata
+records, which a distributed runner streams; image bytes are never shuffled: they are read
+twice, sequentially, shard by shard (once for metadata, once to copy the kept records out).
 
 The side inputs are small: the pHash indexes of the evaluation images and of the
 blocklist (thousands to millions of 64-bit ints) and the vocabulary's cutoff key;
 corpus-sized data (pairs, counts, the vocabulary itself) only meets through joins.
+
+`run_filter_metadata` runs the same decisions on a metadata-only input (parquet with the
+columns of `PairMeta`): the filter's benchmark, and a dry run of thresholds on an export.
 """
 
 from __future__ import annotations
@@ -31,7 +48,6 @@ import json
 import logging
 import time
 from collections.abc import Iterable, Iterator
-from typing import NamedTuple
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
@@ -42,14 +58,30 @@ from PIL import Image
 from alignpipe import fs
 from alignpipe.config import Config, EvalConfig, FilterConfig
 from alignpipe.data.eval_sets import load_classification_set, load_retrieval_set
-from alignpipe.data.records import SHARD_SUFFIX, ImageTextPair, shard_pattern, shard_prefix
+from alignpipe.data.example_proto import Example
+from alignpipe.data.records import (
+    SHARD_SUFFIX,
+    UINT64,
+    TFRecordWriter,
+    iter_tfrecords,
+    shard_pattern,
+    shard_prefix,
+)
 from alignpipe.errors import InputError
+from alignpipe.filtering.facts import METADATA_COLUMNS, PairMeta
 from alignpipe.filtering.funnel import FUNNEL_JSON, FunnelReport, plot_funnel, write_funnel_json
 from alignpipe.filtering.rules import PairFacts, drop_reason, normalise_alt_text
 from alignpipe.filtering.vocabulary import VocabularyTokensPerText
 from alignpipe.imaging.phash import PHashIndex, phash, read_blocklist
 
-__all__ = ["FunnelReport", "run_filter", "evaluation_image_paths", "decode_image_facts"]
+__all__ = [
+    "FunnelReport",
+    "run_filter",
+    "run_filter_metadata",
+    "evaluation_image_paths",
+    "decode_image_facts",
+    "DecidePairs",
+]
 
 log = logging.getLogger("alignpipe")
 
@@ -58,14 +90,6 @@ DROPPED_SUFFIX = ".jsonl"
 FUNNEL_PNG = "funnel.png"
 _COUNTS_FILE = "_funnel_counts.json"  # the pipeline's outcome counts, read back then deleted
 _STAGING = "_staging"  # outputs are written here, then moved into place when complete
-
-
-class _ImageFacts(NamedTuple):
-    decodable: bool
-    width: int
-    height: int
-    phash: int | None
-    alts_per_image: int
 
 
 def run_filter(cfg: Config, in_dir: str, out_dir: str) -> FunnelReport:
@@ -104,7 +128,12 @@ def run_filter(cfg: Config, in_dir: str, out_dir: str) -> FunnelReport:
     start = time.monotonic()
     log.info("filter: %d shards from %s, %d evaluation images", len(shards), in_dir, len(eval_paths))
     with beam.Pipeline(options=PipelineOptions(list(cfg.runner.beam_args))) as p:
-        _build(p, cfg.filter, shards, eval_paths, out_dir, counts_path)
+        shard_paths = p | "Shards" >> beam.Create(shards)
+        metas = shard_paths | "ReadMetadata" >> beam.FlatMap(read_shard_metadata)
+        eval_index, unsafe_index = _hash_indexes(p, cfg.filter, eval_paths)
+        decisions = metas | "Decide" >> DecidePairs(cfg.filter, eval_index, unsafe_index)
+        _write_kept(shard_paths, decisions, shards, out_dir)
+        _write_report(metas, decisions, cfg.filter, out_dir, counts_path)
     counts = fs.read_json(counts_path)
     fs.delete([counts_path])
     report = FunnelReport.from_outcomes(counts["input_pairs"], counts["outcomes"], cfg.train.batch_size)
@@ -167,7 +196,7 @@ def decode_image_facts(image_bytes: bytes) -> tuple[bool, int, int, int | None]:
         return False, 0, 0, None
 
 
-def dropped_record_json(pair: ImageTextPair, reason: str) -> str:
+def dropped_record_json(pair: PairMeta, reason: str) -> str:
     """One line of `dropped-*.jsonl`."""
     record = {
         "image_url": pair.image_url,
@@ -179,12 +208,77 @@ def dropped_record_json(pair: ImageTextPair, reason: str) -> str:
     return json.dumps(record, ensure_ascii=False)
 
 
-def _parse_pair(element: tuple[str, bytes]) -> ImageTextPair:
-    filename, record = element
+def pair_metadata(shard: str, index: int, record: bytes, decoded: dict[str, tuple] | None = None) -> PairMeta:
+    """The `PairMeta` of one shard record.
+
+    A record with a pHash (the scrape decoded and resized the image) is not decoded: its
+    size is the original one it carries. Otherwise the stored bytes are the downloaded file:
+    they are decoded here for their pHash and size, once per image when `decoded` (a cache of
+    SHA-256 -> (width, height, pHash) that the caller keeps) is given: the pairs of one image
+    lie next to each other in a shard.
+
+    Raises:
+        InputError: the record is not an `ImageTextPair` example.
+    """
     try:
-        return ImageTextPair.from_example(record)
+        f = Example.FromString(record).features.feature
+        text = f["text"].bytes_list.value[0].decode("utf-8")
+        sha256 = f["image/sha256"].bytes_list.value[0].decode("utf-8")
+        urls = [f[k].bytes_list.value[0].decode("utf-8") for k in ("image/url", "page/url")]
+        if "image/phash" in f:
+            image_hash = f["image/phash"].int64_list.value[0] & UINT64
+            width = f["image/original_width"].int64_list.value[0]
+            height = f["image/original_height"].int64_list.value[0]
+        elif decoded is not None and sha256 in decoded:
+            width, height, image_hash = decoded[sha256]
+        else:
+            _, width, height, image_hash = decode_image_facts(f["image/encoded"].bytes_list.value[0])
+            if decoded is not None:
+                if len(decoded) >= _DECODED_CACHE:
+                    decoded.clear()
+                decoded[sha256] = width, height, image_hash
     except Exception as e:  # protobuf DecodeError, missing or empty feature
-        raise InputError(f"{filename}: a record is not an ImageTextPair tf.train.Example ({e!r})") from None
+        raise InputError(f"{shard}: record {index} is not an ImageTextPair Example ({e!r})") from None
+    return PairMeta(shard, index, sha256, text, width, height, image_hash, *urls)
+
+
+_DECODED_CACHE = 4096  # images whose decoded facts a shard reader remembers
+
+
+def read_shard_metadata(shard: str) -> Iterator[PairMeta]:
+    """Every record of a pair shard as `PairMeta`, streamed (image bytes are not kept)."""
+    decoded: dict[str, tuple] = {}
+    with FileSystems.open(shard, compression_type=CompressionTypes.UNCOMPRESSED) as file:
+        for index, record in enumerate(iter_tfrecords(file)):
+            yield pair_metadata(shard, index, record, decoded)
+
+
+def read_metadata_file(path: str) -> Iterator[PairMeta]:
+    """The rows of a parquet metadata file (the columns of `PairMeta`) as `PairMeta`."""
+    import pyarrow.parquet as pq
+
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as file:
+        table = pq.read_table(file)
+    missing = [c for c in ("sha256", "text", "width", "height", "phash") if c not in table.column_names]
+    if missing:
+        raise InputError(f"metadata file {path!r} lacks the columns {missing}")
+    for batch in table.to_batches(max_chunksize=8192):
+        columns = {name: batch.column(name).to_pylist() for name in batch.schema.names}
+        n = batch.num_rows
+        for i in range(n):
+            row = {name: columns[name][i] for name in METADATA_COLUMNS if name in columns}
+            h = row.get("phash")
+            yield PairMeta(
+                row.get("shard") or path,
+                int(row.get("index") or 0),
+                row["sha256"],
+                row["text"],
+                int(row["width"]),
+                int(row["height"]),
+                None if h is None else h & UINT64,
+                row.get("image_url") or "",
+                row.get("page_url") or "",
+            )
 
 
 def _evaluation_image_phash(path: str) -> int:
@@ -194,79 +288,118 @@ def _evaluation_image_phash(path: str) -> int:
     return image_hash
 
 
-def _judge_image(element: tuple[str, Iterable[ImageTextPair]]) -> Iterator[tuple[str, tuple]]:
-    """All pairs of one image -> (normalised alt-text, (pair, image facts)) per pair."""
-    _, pairs = element
-    alts, first = set(), None
-    for pair in pairs:
-        alts.add(normalise_alt_text(pair.text))
-        if first is None:
-            first = pair
-    decodable, width, height, image_hash = decode_image_facts(first.image_bytes)
-    facts = _ImageFacts(decodable, width, height, image_hash, len(alts))
-    for pair in pairs:
-        yield normalise_alt_text(pair.text), (pair, facts)
+class DistinctUpTo(beam.CombineFn):
+    """How many distinct values a key has, counted exactly up to `cap` and then no further.
+
+    A rule only asks whether a count exceeds its threshold, so `cap` = threshold + 1 answers it
+    exactly, and no accumulator ever holds more than `cap` values: a key's popularity (an
+    alt-text on millions of pages) costs nothing more.
+    """
+
+    def __init__(self, cap: int):
+        self.cap = cap
+
+    def create_accumulator(self) -> set:
+        return set()
+
+    def add_input(self, seen: set, value) -> set:
+        if len(seen) < self.cap:
+            seen.add(value)
+        return seen
+
+    def merge_accumulators(self, accumulators: Iterable[set]) -> set:
+        merged: set = set()
+        for seen in accumulators:
+            for value in seen:
+                if len(merged) >= self.cap:
+                    return merged
+                merged.add(value)
+        return merged
+
+    def extract_output(self, seen: set) -> int:
+        return len(seen)
+
+
+def _with_alts_per_image(element) -> Iterator[tuple[str, tuple[PairMeta, int]]]:
+    """(sha256, {"pairs": [(alt, meta)], "alts": [n]}) -> (alt, (meta, n)) per pair."""
+    _, grouped = element
+    alts = next(iter(grouped["alts"]), 0)
+    for alt, meta in grouped["pairs"]:
+        yield alt, (meta, alts)
 
 
 class _DecidePairs(beam.DoFn):
-    """All pairs of one normalised alt-text -> kept examples, dropped JSON lines, outcomes."""
+    """All pairs of one normalised alt-text, with its statistics -> (meta, reason or None)."""
 
     def __init__(self, cfg: FilterConfig):
         self.cfg = cfg
 
     def process(self, element, eval_index: PHashIndex, unsafe_index: PHashIndex):
         _, grouped = element
-        token_sets = list(grouped["vocabulary_tokens"])
-        vocabulary_tokens = token_sets[0] if token_sets else frozenset()
-        members = grouped["pairs"]
-        images_per_alt = len({pair.sha256 for pair, _ in members})
-        for pair, image in members:
+        vocabulary_tokens = next(iter(grouped["vocabulary_tokens"]), frozenset())
+        images_per_alt = next(iter(grouped["images"]), 0)
+        for meta, alts_per_image in grouped["pairs"]:
             facts = PairFacts(
-                image.decodable,
-                image.width,
-                image.height,
-                image.phash,
-                pair.text,
-                image.alts_per_image,
+                meta.phash is not None,
+                meta.width,
+                meta.height,
+                meta.phash,
+                meta.text,
+                alts_per_image,
                 images_per_alt,
                 vocabulary_tokens,
             )
-            reason = drop_reason(facts, self.cfg, eval_index, unsafe_index)
-            yield beam.pvalue.TaggedOutput("outcome", reason or "kept")
-            if reason is None:
-                yield pair.to_example()
-            else:
-                yield beam.pvalue.TaggedOutput("dropped", dropped_record_json(pair, reason))
+            yield meta, drop_reason(facts, self.cfg, eval_index, unsafe_index)
 
 
-def _build(p, cfg: FilterConfig, shards, eval_paths, out_dir: str, counts_path: str) -> None:
-    pairs = (
-        p
-        | "Shards" >> beam.Create(shards)
-        | "Read" >> beam.io.ReadAllFromTFRecord(compression_type=CompressionTypes.GZIP, with_filename=True)
-        | "Parse" >> beam.Map(_parse_pair)
-    )
-    eval_index, unsafe_index = _hash_indexes(p, cfg, eval_paths)
-    vocabulary_tokens = (
-        pairs
-        | "Texts" >> beam.Map(lambda pair: pair.text)
-        | "Vocabulary" >> VocabularyTokensPerText(cfg.rare_token_vocab_size, cfg.rare_token_min_word_share)
-    )
-    judged_images = (
-        pairs
-        | "ByImage" >> beam.Map(lambda pair: (pair.sha256, pair))
-        | "GroupByImage" >> beam.GroupByKey()
-        | "JudgeImages" >> beam.FlatMap(_judge_image)
-    )
-    decided = (
-        {"pairs": judged_images, "vocabulary_tokens": vocabulary_tokens}
-        | "GroupByText" >> beam.CoGroupByKey()
-        | "Decide"
-        >> beam.ParDo(
-            _DecidePairs(cfg), beam.pvalue.AsSingleton(eval_index), beam.pvalue.AsSingleton(unsafe_index)
-        ).with_outputs("dropped", "outcome", main="kept")
-    )
-    _write_outputs(pairs, decided, cfg, out_dir, counts_path)
+class DecidePairs(beam.PTransform):
+    """`PairMeta` records -> (meta, the first rule it fails or None), one per input record.
+
+    Args:
+        cfg: the thresholds.
+        eval_index: a singleton PCollection of the evaluation images' `PHashIndex`.
+        unsafe_index: a singleton PCollection of the blocklist's `PHashIndex`.
+    """
+
+    def __init__(self, cfg: FilterConfig, eval_index, unsafe_index):
+        super().__init__()
+        self.cfg, self.eval_index, self.unsafe_index = cfg, eval_index, unsafe_index
+
+    def expand(self, metas):
+        cfg = self.cfg
+        keyed = metas | "NormaliseText" >> beam.Map(lambda m: (normalise_alt_text(m.text), m))
+        alts_per_image = (
+            keyed
+            | "ImageAlt" >> beam.MapTuple(lambda alt, m: (m.sha256, alt))
+            | "AltsPerImage" >> beam.CombinePerKey(DistinctUpTo(cfg.max_alts_per_image + 1))
+        )
+        images_per_alt = (
+            keyed
+            | "AltImage" >> beam.MapTuple(lambda alt, m: (alt, m.sha256))
+            | "ImagesPerAlt" >> beam.CombinePerKey(DistinctUpTo(cfg.max_images_per_alt + 1))
+        )
+        vocabulary_tokens = (
+            metas
+            | "Texts" >> beam.Map(lambda m: m.text)
+            | "Vocabulary"
+            >> VocabularyTokensPerText(cfg.rare_token_vocab_size, cfg.rare_token_min_word_share)
+        )
+        by_image = keyed | "ByImage" >> beam.MapTuple(lambda alt, m: (m.sha256, (alt, m)))
+        with_image_counts = (
+            {"pairs": by_image, "alts": alts_per_image}
+            | "JoinImageCounts" >> beam.CoGroupByKey()
+            | "WithAltsPerImage" >> beam.FlatMap(_with_alts_per_image)
+        )
+        return (
+            {"pairs": with_image_counts, "images": images_per_alt, "vocabulary_tokens": vocabulary_tokens}
+            | "JoinTextCounts" >> beam.CoGroupByKey()
+            | "DropReasons"
+            >> beam.ParDo(
+                _DecidePairs(cfg),
+                beam.pvalue.AsSingleton(self.eval_index),
+                beam.pvalue.AsSingleton(self.unsafe_index),
+            )
+        )
 
 
 def _hash_indexes(p, cfg: FilterConfig, eval_paths: list[str]):
@@ -289,19 +422,59 @@ def _hash_indexes(p, cfg: FilterConfig, eval_paths: list[str]):
     )
 
 
-def _write_outputs(pairs, decided, cfg: FilterConfig, out_dir: str, counts_path: str) -> None:
-    decided.kept | "WriteKept" >> beam.io.WriteToTFRecord(
-        shard_prefix(out_dir),
-        file_name_suffix=SHARD_SUFFIX,
-        num_shards=cfg.num_shards,
-        compression_type=CompressionTypes.GZIP,
+class _CopyKept(beam.DoFn):
+    """(shard, kept record indices) -> the output shard of the same number, holding exactly
+    those records, unchanged; written as the scrape writes (GZIP framing without compressing
+    the compressed images again), streamed record by record."""
+
+    def __init__(self, shards: list[str], out_dir: str):
+        self.numbers = {shard: n for n, shard in enumerate(shards)}
+        self.total, self.out_dir = len(shards), out_dir
+
+    def process(self, element) -> Iterator[str]:
+        shard, indices = element
+        kept = {i for i in indices if i is not None}
+        path = f"{shard_prefix(self.out_dir)}-{self.numbers[shard]:05d}-of-{self.total:05d}{SHARD_SUFFIX}"
+        with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as out:
+            writer = TFRecordWriter(out)
+            if kept:
+                with FileSystems.open(shard, compression_type=CompressionTypes.UNCOMPRESSED) as file:
+                    for index, record in enumerate(iter_tfrecords(file)):
+                        if index in kept:
+                            writer.write(record)
+            writer.close()
+        yield path
+
+
+def _write_kept(shards, decisions, shard_paths: list[str], out_dir: str) -> None:
+    """One output shard per input shard, with the kept records (an empty one when none is)."""
+    kept = decisions | "Kept" >> beam.FlatMapTuple(
+        lambda meta, reason: [] if reason else [(meta.shard, meta.index)]
     )
-    decided.dropped | "WriteDropped" >> beam.io.WriteToText(
-        fs.join(out_dir, DROPPED_PREFIX), file_name_suffix=DROPPED_SUFFIX, num_shards=cfg.num_shards
-    )
-    input_count = pairs | "CountInput" >> beam.combiners.Count.Globally()
+    every_shard = shards | "EveryShard" >> beam.Map(lambda shard: (shard, None))
     (
-        decided.outcome
+        (kept, every_shard)
+        | "WithEveryShard" >> beam.Flatten()
+        | "KeptPerShard" >> beam.GroupByKey()
+        | "CopyKept" >> beam.ParDo(_CopyKept(shard_paths, out_dir))
+    )
+
+
+def _write_report(metas, decisions, cfg: FilterConfig, out_dir: str, counts_path: str) -> None:
+    """The dropped pairs' JSON lines and the outcome counts (read back into the funnel)."""
+    (
+        decisions
+        | "Dropped"
+        >> beam.FlatMapTuple(lambda meta, reason: [dropped_record_json(meta, reason)] if reason else [])
+        | "WriteDropped"
+        >> beam.io.WriteToText(
+            fs.join(out_dir, DROPPED_PREFIX), file_name_suffix=DROPPED_SUFFIX, num_shards=cfg.num_shards
+        )
+    )
+    input_count = metas | "CountInput" >> beam.combiners.Count.Globally()
+    (
+        decisions
+        | "Outcomes" >> beam.MapTuple(lambda meta, reason: reason or "kept")
         | "CountOutcomes" >> beam.combiners.Count.PerElement()
         | "OutcomeDict" >> beam.combiners.ToDict()
         | "CountsJson"
@@ -311,6 +484,32 @@ def _write_outputs(pairs, decided, cfg: FilterConfig, out_dir: str, counts_path:
         )
         | "WriteCounts" >> beam.io.WriteToText(counts_path, shard_name_template="", num_shards=1)
     )
+
+
+def run_filter_metadata(cfg: Config, metadata_pattern: str, out_dir: str) -> FunnelReport:
+    """Runs the filter's decisions on metadata only: parquet files with `PairMeta`'s columns.
+
+    The evaluation-duplicate and blocklist rules are off (there are no images to hash).
+    Writes `dropped-*.jsonl` and `funnel.json` into `out_dir`; no pairs are copied.
+
+    Raises:
+        InputError: no file matches `metadata_pattern`, or one lacks a needed column.
+    """
+    paths = fs.glob(metadata_pattern)
+    if not paths:
+        raise InputError(f"no metadata file matches {metadata_pattern!r}")
+    fs.makedirs(out_dir)
+    counts_path = fs.join(out_dir, _COUNTS_FILE)
+    with beam.Pipeline(options=PipelineOptions(list(cfg.runner.beam_args))) as p:
+        metas = p | "Files" >> beam.Create(paths) | "ReadMetadata" >> beam.FlatMap(read_metadata_file)
+        no_hashes = p | "NoHashes" >> beam.Create([PHashIndex([], radius=0)])
+        decisions = metas | "Decide" >> DecidePairs(cfg.filter, no_hashes, no_hashes)
+        _write_report(metas, decisions, cfg.filter, out_dir, counts_path)
+    counts = fs.read_json(counts_path)
+    fs.delete([counts_path])
+    report = FunnelReport.from_outcomes(counts["input_pairs"], counts["outcomes"], cfg.train.batch_size)
+    write_funnel_json(report, fs.join(out_dir, FUNNEL_JSON))
+    return report
 
 
 def _outputs(folder: str) -> list[str]:

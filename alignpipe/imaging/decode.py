@@ -25,6 +25,8 @@ import warnings
 
 from PIL import Image
 
+from alignpipe.imaging.phash import phash
+
 FORMATS = {"JPEG": "jpeg", "MPO": "jpeg", "PNG": "png", "GIF": "gif", "WEBP": "webp", "BMP": "bmp"}
 RESIZE_MODES = ("no", "keep_ratio", "center_crop")
 
@@ -40,6 +42,8 @@ class ImageFacts:
         original_width, original_height: pixels of the downloaded file.
         sha256: hex SHA-256 of the downloaded bytes.
         encoded: the resized file, or None when the downloaded bytes are stored as they are.
+        phash: the stored image's 64-bit pHash when it was decoded here (a resize), else None:
+            the filter then hashes it, so every image is decoded once.
         error: a one-line reason when not `ok`.
     """
 
@@ -51,6 +55,7 @@ class ImageFacts:
     original_height: int = 0
     sha256: str = ""
     encoded: bytes | None = None
+    phash: int | None = None
     error: str = ""
 
 
@@ -125,10 +130,12 @@ def describe_image(
             return ImageFacts("truncated", error=f"{image_format} file ends before its end marker")
         return facts
     try:
-        encoded, fmt, size = _resized(image, resize_mode, image_size, jpeg_quality)
+        encoded, fmt, size, image_hash = _resized(image, resize_mode, image_size, jpeg_quality)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         return ImageFacts("truncated", error=f"cannot decode {image_format}: {e}")
-    return dataclasses.replace(facts, image_format=fmt, width=size[0], height=size[1], encoded=encoded)
+    return dataclasses.replace(
+        facts, image_format=fmt, width=size[0], height=size[1], encoded=encoded, phash=image_hash
+    )
 
 
 def _target_size(width: int, height: int, image_size: int) -> tuple[int, int]:
@@ -140,10 +147,11 @@ def _target_size(width: int, height: int, image_size: int) -> tuple[int, int]:
 
 def _resized(
     image: Image.Image, mode: str, image_size: int, quality: int
-) -> tuple[bytes, str, tuple[int, int]]:
+) -> tuple[bytes, str, tuple[int, int], int]:
     """Decodes at the smallest size that still covers the target, box-reduces by an integer
     factor, resamples the rest, and encodes a JPEG (transparency matted onto white, as
-    img2dataset does, but after the resize, where it costs little)."""
+    img2dataset does, but after the resize, where it costs little). Also returns the pHash of
+    the stored pixels."""
     target = _target_size(*image.size, image_size)
     if image.format == "JPEG":
         image.draft("RGB", target)  # DCT-domain downscaling: decode at 1/2, 1/4 or 1/8 size
@@ -162,4 +170,4 @@ def _resized(
         image = matted
     out = io.BytesIO()
     image.save(out, "JPEG", quality=quality)
-    return out.getvalue(), "jpeg", image.size
+    return out.getvalue(), "jpeg", image.size, phash(image)

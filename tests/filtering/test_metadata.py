@@ -1,0 +1,86 @@
+"""The filter's metadata path: records read once without keeping bytes, capped counts, no second decode."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+
+import apache_beam as beam
+import pytest
+from apache_beam.testing.util import assert_that, equal_to
+from PIL import Image
+
+from alignpipe.data.records import ImageTextPair, TFRecordWriter, iter_tfrecords, read_tfrecords
+from alignpipe.errors import InputError
+from alignpipe.filtering.pipeline import DistinctUpTo, pair_metadata
+from alignpipe.imaging.decode import describe_image
+from alignpipe.imaging.phash import hamming, phash
+from tests.filtering.conftest import encode, make_scene
+
+
+def _pair(data: bytes, **kwargs) -> ImageTextPair:
+    fields = dict(
+        image_bytes=data,
+        image_format="png",
+        width=64,
+        height=64,
+        sha256=hashlib.sha256(data).hexdigest(),
+        text="a red circle",
+        image_url="http://127.0.0.1/a.png",
+        page_url="http://127.0.0.1/",
+    )
+    return ImageTextPair(**(fields | kwargs))
+
+
+def test_a_record_without_a_phash_is_decoded_once_for_it():
+    data = encode(make_scene(1, 90, 60))
+    meta = pair_metadata("s", 4, _pair(data).to_example())
+    assert (meta.shard, meta.index, meta.width, meta.height) == ("s", 4, 90, 60)
+    assert meta.phash == phash(Image.open(io.BytesIO(data)))
+    assert pair_metadata("s", 0, _pair(b"not an image").to_example()).phash is None  # undecodable
+
+
+def test_a_record_with_the_scrapes_phash_is_not_decoded_and_keeps_its_original_size():
+    top_bit = (1 << 63) | 5  # stored as a negative int64, read back unsigned
+    record = _pair(b"not decoded", original_width=1200, original_height=900, phash=top_bit)
+    meta = pair_metadata("s", 0, record.to_example())
+    assert (meta.phash, meta.width, meta.height) == (top_bit, 1200, 900)
+    assert ImageTextPair.from_example(record.to_example()).phash == top_bit
+
+
+def test_a_record_that_is_not_a_pair_names_the_shard_and_index():
+    with pytest.raises(InputError, match=r"shard-7: record 3 is not an ImageTextPair"):
+        pair_metadata("shard-7", 3, b"\x00garbage")
+
+
+def test_a_resize_at_scrape_records_the_phash_of_the_stored_pixels():
+    facts = describe_image(encode(make_scene(2, 800, 600)), "keep_ratio", 256)
+    assert facts.encoded is not None and (facts.original_width, facts.width) == (800, 341)
+    assert hamming(facts.phash, phash(Image.open(io.BytesIO(facts.encoded)))) <= 2
+    assert describe_image(encode(make_scene(2, 800, 600)), "no").phash is None  # not decoded at all
+
+
+def test_streamed_records_equal_the_whole_file_read_and_a_cut_file_is_an_error():
+    buffer = io.BytesIO()
+    writer = TFRecordWriter(buffer)
+    records = [bytes([i]) * (i * 100) for i in range(1, 30)]
+    for record in records:
+        writer.write(record)
+    writer.close()
+    data = buffer.getvalue()
+    assert list(iter_tfrecords(io.BytesIO(data))) == read_tfrecords(io.BytesIO(data)) == records
+    cut = gzip.compress(gzip.decompress(data)[:-10])
+    with pytest.raises(ValueError, match="ends inside a record"):
+        list(iter_tfrecords(io.BytesIO(cut)))
+
+
+def test_distinct_counts_stop_one_past_the_threshold_whatever_a_keys_popularity():
+    hot = [("logo", f"image-{i}") for i in range(20_000)]
+    cold = [("a red circle", "image-1"), ("a red circle", "image-2"), ("a red circle", "image-1")]
+    with beam.Pipeline() as p:
+        counts = p | beam.Create(hot + cold) | beam.CombinePerKey(DistinctUpTo(11))
+        assert_that(counts, equal_to([("logo", 11), ("a red circle", 2)]))
+    combine = DistinctUpTo(3)
+    merged = combine.merge_accumulators([{1, 2}, {3, 4}, {5}])
+    assert len(merged) == 3 and combine.extract_output(combine.add_input(merged, 9)) == 3
