@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import typing
 from dataclasses import dataclass, field
 
@@ -111,6 +112,13 @@ class FilterConfig:
     unsafe_image_blocklist: str = ""  # file of pHashes of pornographic images
     unsafe_image_max_hamming: int = 6  # pHash bits to a blocklisted image
     num_shards: int = 16
+    # Unsafe content beyond the pHash blocklist (alignpipe.filtering.safety); both off by default.
+    unsafe_alt_words: str = ""  # UTF-8 word list, a word or phrase per line, # comments; "" = off
+    nsfw_image_scorer: str = ""  # "package.module:callable", image bytes -> NSFW score in [0, 1]; "" = off
+    nsfw_image_threshold: float = 0.5  # drop when the score is >= this
+    # Corpus statistics of the kept pairs against the previous run's (alignpipe.filtering.stats): a
+    # histogram whose total-variation distance, or a count whose relative change, exceeds this drifted.
+    max_stats_drift: float = 0.2
 
 
 @dataclass(frozen=True)
@@ -234,6 +242,10 @@ ENV_PRESETS: dict[str, dict[str, object]] = {
 
 EXPERIMENT_PRESETS: dict[str, dict[str, object]] = {
     # The recipe as published: EfficientNet-B7 + BERT-Base, 640-d, batch 16k.
+    # Unsafe content: the paper drops pornographic images (image rules image_unsafe / image_nsfw),
+    # but no preset can switch them on: the blocklist and the classifier are the deployment's to
+    # supply (filter.unsafe_image_blocklist, filter.nsfw_image_scorer); a paper run should set one.
+    # The alt-text word list (filter.unsafe_alt_words) is COYO-700M's addition, not the paper's: off.
     "paper": {},
     # A CPU demo that learns in minutes on the generated mini-web (../README.md).
     "tiny": {
@@ -352,6 +364,24 @@ def validate(cfg: Config) -> Config:
         "<= 1 (occurrences per alt-text; e.g. 1e-7 = once per 10 million alt-texts)",
     )
     _check(
+        cfg.filter.nsfw_image_threshold <= 1,
+        "filter.nsfw_image_threshold",
+        cfg.filter.nsfw_image_threshold,
+        "<= 1 (scores are probabilities; the image_nsfw rule drops a score >= the threshold)",
+    )
+    _check(
+        not cfg.filter.nsfw_image_scorer or _is_callable_spec(cfg.filter.nsfw_image_scorer),
+        "filter.nsfw_image_scorer",
+        cfg.filter.nsfw_image_scorer,
+        'empty (off) or "package.module:callable", e.g. "my_safety.clip_nsfw:score"',
+    )
+    _check(
+        cfg.filter.max_stats_drift <= 1,
+        "filter.max_stats_drift",
+        cfg.filter.max_stats_drift,
+        "<= 1 (a total-variation distance or relative change; 0.2 = a fifth of the mass moved)",
+    )
+    _check(
         cfg.filter.min_alt_words <= cfg.filter.max_alt_words,
         "filter.min_alt_words",
         cfg.filter.min_alt_words,
@@ -389,6 +419,13 @@ def validate(cfg: Config) -> Config:
 
 
 OUTPUT_FORMATS = ("tfrecord", "webdataset", "parquet")
+
+
+_CALLABLE_SPEC = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+
+def _is_callable_spec(text: str) -> bool:
+    return _CALLABLE_SPEC.fullmatch(text) is not None
 
 
 def _is_cidr(text: str) -> bool:

@@ -9,23 +9,34 @@ The order, and why:
 1. `image_undecodable`: every later image rule reads the decoded pixels or size.
 2. `image_unsafe`: near a blocklisted (pornographic) image; first among the
    decodable images so that the count is a complete safety audit.
-3. `image_eval_duplicate`: near an evaluation image; early for the same reason,
+3. `image_nsfw`: an image classifier's NSFW score (`PairFacts.nsfw_score`) is
+   >= `nsfw_image_threshold`; off unless `nsfw_image_scorer` names a scorer
+   (`alignpipe.filtering.safety`). Right after `image_unsafe`: a blocklist hit is
+   a certain match, a score a probable one, so a pair both rules would drop is
+   counted under the certain one, and the two counts together still audit every
+   decodable image before any other rule removes some of them.
+4. `image_eval_duplicate`: near an evaluation image; early for the same reason,
    it is the test-set contamination count.
-4. `image_too_small`: shorter side <= `min_image_short_side` (ALIGN keeps > 200 px).
-5. `image_aspect_ratio_too_large`: long / short side >= `max_aspect_ratio` (keeps < 3).
-6. `image_too_many_alts`: the image has more than `max_alts_per_image` distinct
+5. `image_too_small`: shorter side <= `min_image_short_side` (ALIGN keeps > 200 px).
+6. `image_aspect_ratio_too_large`: long / short side >= `max_aspect_ratio` (keeps < 3).
+7. `image_too_many_alts`: the image has more than `max_alts_per_image` distinct
    alt-texts in the raw corpus (ALIGN: 1000).
-7. `text_too_short`: fewer than `min_alt_words` unigrams (ALIGN: 3).
-8. `text_too_long`: more than `max_alt_words` unigrams (ALIGN: 20).
-9. `text_shared_by_too_many_images`: the alt-text belongs to more than
-   `max_images_per_alt` distinct images in the raw corpus (ALIGN: 10), e.g.
-   boilerplate such as "1920x1080" or "alt img".
-10. `text_rare_token`: a unigram or bigram of the alt-text is outside the
+8. `text_unsafe`: the alt-text contains a word or phrase of the word list
+   `unsafe_alt_words` (consecutive unigrams; off when no list is given). First
+   among the text rules, as `image_unsafe` is among the image rules, so that its
+   count audits every alt-text whose image passed; it stays after the image rules
+   because image rules come before text rules.
+9. `text_too_short`: fewer than `min_alt_words` unigrams (ALIGN: 3).
+10. `text_too_long`: more than `max_alt_words` unigrams (ALIGN: 20).
+11. `text_shared_by_too_many_images`: the alt-text belongs to more than
+    `max_images_per_alt` distinct images in the raw corpus (ALIGN: 10), e.g.
+    boilerplate such as "1920x1080" or "alt img".
+12. `text_rare_token`: a unigram or bigram of the alt-text is outside the
     corpus vocabulary: the `rare_token_vocab_size` most frequent unigrams + bigrams
     of the raw corpus (ALIGN: 100M), less the words (unigrams) seen fewer than
     `rare_token_min_word_share` x (raw alt-texts) times (`alignpipe.filtering.vocabulary`).
-Image rules come before text rules; within each, the per-pair rules come before
-the corpus-frequency rules.
+Image rules come before text rules; within each, the safety rules come first, then
+the per-pair rules, then the corpus-frequency rules.
 
 Tokenization (`alt_unigrams`): the text is lowercased and split into maximal runs
 of Unicode letters and digits, keeping an apostrophe between two such runs inside
@@ -33,6 +44,9 @@ the word ("don't" is one unigram); everything else (spaces, punctuation,
 underscores, symbols) separates words. Bigrams are adjacent unigrams joined by one
 space. `normalise_alt_text` (the key under which alt-texts are counted) is the
 unigrams joined by single spaces, so "Click HERE!" and "click here" are one text.
+The unsafe word list is tokenized the same way, so a listed phrase matches the
+alt-texts whose unigrams contain its unigrams consecutively, whatever their case
+and punctuation.
 """
 
 from __future__ import annotations
@@ -47,10 +61,12 @@ from alignpipe.imaging.phash import PHashIndex, has_near_duplicate
 REASONS: tuple[str, ...] = (
     "image_undecodable",
     "image_unsafe",
+    "image_nsfw",
     "image_eval_duplicate",
     "image_too_small",
     "image_aspect_ratio_too_large",
     "image_too_many_alts",
+    "text_unsafe",
     "text_too_short",
     "text_too_long",
     "text_shared_by_too_many_images",
@@ -61,11 +77,13 @@ REASONS: tuple[str, ...] = (
 RULE_CONFIG_HINTS: dict[str, str] = {
     "image_undecodable": "no threshold: the scraped bytes are not images (see the scrape manifest)",
     "image_unsafe": "check filter.unsafe_image_blocklist or lower filter.unsafe_image_max_hamming",
+    "image_nsfw": "raise filter.nsfw_image_threshold or check filter.nsfw_image_scorer",
     "image_eval_duplicate": "check eval.retrieval_set / eval.classification_set or lower "
     "filter.eval_duplicate_max_hamming",
     "image_too_small": "lower filter.min_image_short_side",
     "image_aspect_ratio_too_large": "raise filter.max_aspect_ratio",
     "image_too_many_alts": "raise filter.max_alts_per_image",
+    "text_unsafe": "check the word list filter.unsafe_alt_words",
     "text_too_short": "lower filter.min_alt_words",
     "text_too_long": "raise filter.max_alt_words",
     "text_shared_by_too_many_images": "raise filter.max_images_per_alt",
@@ -89,6 +107,8 @@ class PairFacts:
         images_per_alt: distinct images (by SHA-256) with this normalised alt-text.
         vocabulary_tokens: the alt-text's unigrams and bigrams that are in the
             corpus vocabulary (its other tokens are rare).
+        nsfw_score: the image scorer's NSFW probability in [0, 1]
+            (`alignpipe.filtering.safety`); 0.0 when no scorer is configured.
     """
 
     image_decodable: bool
@@ -99,6 +119,37 @@ class PairFacts:
     alts_per_image: int
     images_per_alt: int
     vocabulary_tokens: frozenset[str]
+    nsfw_score: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class UnsafeWordList:
+    """Words and phrases whose presence in an alt-text drops the pair (`text_unsafe`).
+
+    Attributes:
+        phrases: each entry as its tuple of unigrams (`alt_unigrams` of the listed line).
+        lengths: the distinct phrase lengths, in unigrams (derived from `phrases`).
+
+    Example:
+        >>> words = UnsafeWordList(frozenset({("foo",), ("bar", "baz")}))
+        >>> words.found_in(alt_unigrams("A Bar, baz!")), words.found_in(alt_unigrams("bar qux baz"))
+        (True, False)
+    """
+
+    phrases: frozenset[tuple[str, ...]] = frozenset()
+    lengths: tuple[int, ...] = dataclasses.field(init=False, default=())
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lengths", tuple(sorted({len(p) for p in self.phrases})))
+
+    def found_in(self, words: list[str]) -> bool:
+        """Whether some phrase occurs as consecutive `words` (unigrams of one alt-text)."""
+        return any(
+            tuple(words[i : i + n]) in self.phrases for n in self.lengths for i in range(len(words) - n + 1)
+        )
+
+
+NO_UNSAFE_WORDS = UnsafeWordList()  # the empty list: the text_unsafe rule is off
 
 
 def alt_unigrams(text: str) -> list[str]:
@@ -158,6 +209,16 @@ def alt_has_rare_token(text: str, vocabulary: Collection[str]) -> bool:
     return any(token not in vocabulary for token in alt_unigrams_and_bigrams(text))
 
 
+def alt_has_unsafe_words(text: str, word_list: UnsafeWordList) -> bool:
+    """Whether a listed word or phrase occurs in the alt-text (case-insensitive, by unigrams)."""
+    return word_list.found_in(alt_unigrams(text))
+
+
+def image_is_nsfw(nsfw_score: float, threshold: float) -> bool:
+    """Whether the image scorer's NSFW probability reaches `threshold`."""
+    return nsfw_score >= threshold
+
+
 def image_is_eval_duplicate(
     image_hash: int, eval_hashes: PHashIndex | Iterable[int], max_hamming: int
 ) -> bool:
@@ -175,19 +236,23 @@ def drop_reason(
     cfg: FilterConfig,
     eval_hashes: PHashIndex | Iterable[int] = (),
     unsafe_hashes: PHashIndex | Iterable[int] = (),
+    unsafe_words: UnsafeWordList = NO_UNSAFE_WORDS,
 ) -> str | None:
     """The first rule of `REASONS` that the pair fails, or None to keep it.
 
     Args:
         facts: the pair's measurements.
-        cfg: the thresholds.
+        cfg: the thresholds; `image_nsfw` is off while `cfg.nsfw_image_scorer` is empty.
         eval_hashes: pHashes of every evaluation image (empty: rule off).
         unsafe_hashes: pHashes of blocklisted images (empty: rule off).
+        unsafe_words: the `text_unsafe` word list (`safety.load_unsafe_words`; empty: rule off).
     """
     if not facts.image_decodable or facts.image_phash is None:
         return "image_undecodable"
     if image_is_unsafe(facts.image_phash, unsafe_hashes, cfg.unsafe_image_max_hamming):
         return "image_unsafe"
+    if cfg.nsfw_image_scorer and image_is_nsfw(facts.nsfw_score, cfg.nsfw_image_threshold):
+        return "image_nsfw"
     if image_is_eval_duplicate(facts.image_phash, eval_hashes, cfg.eval_duplicate_max_hamming):
         return "image_eval_duplicate"
     if image_too_small(facts.width, facts.height, cfg.min_image_short_side):
@@ -196,6 +261,8 @@ def drop_reason(
         return "image_aspect_ratio_too_large"
     if image_has_too_many_alts(facts.alts_per_image, cfg.max_alts_per_image):
         return "image_too_many_alts"
+    if alt_has_unsafe_words(facts.text, unsafe_words):
+        return "text_unsafe"
     if alt_too_short(facts.text, cfg.min_alt_words):
         return "text_too_short"
     if alt_too_long(facts.text, cfg.max_alt_words):

@@ -8,6 +8,7 @@ from alignpipe.filtering import rules
 from alignpipe.filtering.rules import (
     REASONS,
     PairFacts,
+    UnsafeWordList,
     alt_has_rare_token,
     alt_shared_by_too_many_images,
     alt_too_long,
@@ -99,6 +100,8 @@ CFG = FilterConfig(
     max_alt_words=6,
     eval_duplicate_max_hamming=2,
     unsafe_image_max_hamming=2,
+    nsfw_image_scorer="toy_scorer:score",  # on; rules only read PairFacts.nsfw_score
+    nsfw_image_threshold=0.5,
 )
 GOOD = PairFacts(
     image_decodable=True,
@@ -111,6 +114,7 @@ GOOD = PairFacts(
     vocabulary_tokens=frozenset(alt_unigrams_and_bigrams("a red dog")),
 )
 UNSAFE, EVAL = [0b0011], [0b0110]  # 2 bits apart; GOOD's hash is >= 60 bits from both
+WORDS = UnsafeWordList(frozenset({("zyzzyva",)}))
 
 
 def _failing(reason: str) -> dict[str, object]:
@@ -118,10 +122,15 @@ def _failing(reason: str) -> dict[str, object]:
     return {
         "image_undecodable": {"image_decodable": False, "image_phash": None, "width": 0, "height": 0},
         "image_unsafe": {"image_phash": 0b0011},  # also within 2 bits of EVAL
+        "image_nsfw": {"nsfw_score": 0.9},
         "image_eval_duplicate": {"image_phash": 0b1110},  # 1 bit from EVAL, 3 from UNSAFE
         "image_too_small": {"width": 40},
         "image_aspect_ratio_too_large": {"width": 123, "height": 41},
         "image_too_many_alts": {"alts_per_image": 4},
+        "text_unsafe": {
+            "text": "a zyzzyva dog",
+            "vocabulary_tokens": frozenset(alt_unigrams_and_bigrams("a zyzzyva dog")),
+        },
         "text_too_short": {"text": "red dog", "vocabulary_tokens": frozenset()},
         "text_too_long": {"text": "a b c d e f g", "vocabulary_tokens": frozenset()},
         "text_shared_by_too_many_images": {"images_per_alt": 3},
@@ -130,13 +139,13 @@ def _failing(reason: str) -> dict[str, object]:
 
 
 def test_good_pair_is_kept():
-    assert drop_reason(GOOD, CFG, EVAL, UNSAFE) is None
+    assert drop_reason(GOOD, CFG, EVAL, UNSAFE, WORDS) is None
     assert drop_reason(GOOD, CFG) is None
 
 
 @pytest.mark.parametrize("reason", REASONS)
 def test_each_rule_alone_names_its_reason(reason):
-    assert drop_reason(dataclasses.replace(GOOD, **_failing(reason)), CFG, EVAL, UNSAFE) == reason
+    assert drop_reason(dataclasses.replace(GOOD, **_failing(reason)), CFG, EVAL, UNSAFE, WORDS) == reason
 
 
 @pytest.mark.parametrize("index", range(len(REASONS)))
@@ -148,7 +157,7 @@ def test_first_failing_rule_in_reasons_order_wins(index):
             changes["height"] = 40  # keep the aspect-ratio failure (123x41) and add this one
             continue
         changes.update(_failing(reason))
-    assert drop_reason(dataclasses.replace(GOOD, **changes), CFG, EVAL, UNSAFE) == REASONS[index]
+    assert drop_reason(dataclasses.replace(GOOD, **changes), CFG, EVAL, UNSAFE, WORDS) == REASONS[index]
 
 
 def test_hash_rules_are_off_when_empty():
