@@ -73,19 +73,27 @@ def filter_stage(
     """
     from alignpipe.filtering.funnel import funnel_markdown
     from alignpipe.filtering.pipeline import run_filter
+    from alignpipe.filtering.stats import DRIFT_JSON, STATS_JSON, STATS_PNG, stats_metrics
 
     cfg = Config.from_json(config_json)
+    previous = tracking.last_stage_artifact(cfg, "filter", STATS_JSON)  # the drift baseline
     with tracking.stage_run(cfg, pipeline_job, "filter"):
-        report = run_filter(cfg, in_dir, out_dir)
+        report = run_filter(cfg, in_dir, out_dir, previous_stats=previous)
         funnel = report.to_dict()
+        stats, drift = fs.read_json(fs.join(out_dir, STATS_JSON)), fs.read_json(fs.join(out_dir, DRIFT_JSON))
         if markdown_path:
-            fs.write_text(markdown_path, funnel_markdown(report))
+            summary = f"\n\nCorpus statistics: {drift['summary']}\n"
+            fs.write_text(markdown_path, funnel_markdown(report) + summary)
         values = {"input_pairs": funnel["input_pairs"], "kept_pairs": funnel["kept_pairs"]}
         values.update({f"dropped.{reason}": n for reason, n in funnel["dropped"].items()})
+        values.update(stats_metrics(stats, drift))
         _publish(metrics, values)
         mlflow.log_dict(funnel, "funnel.json")
-        if fs.exists(fs.join(out_dir, "funnel.png")):
-            mlflow.log_artifact(_local(fs.join(out_dir, "funnel.png")))
+        mlflow.log_dict(stats, STATS_JSON)
+        mlflow.log_dict(drift, DRIFT_JSON)
+        for name in ("funnel.png", STATS_PNG):
+            if fs.exists(fs.join(out_dir, name)):
+                mlflow.log_artifact(_local(fs.join(out_dir, name)))
     return funnel
 
 

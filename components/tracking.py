@@ -111,6 +111,25 @@ def finish_pipeline_run(cfg: Config, pipeline_job: str, succeeded: bool) -> str 
     return run_id
 
 
+def last_stage_artifact(cfg: Config, stage: str, name: str) -> dict | None:
+    """The JSON artifact `name` of the newest finished run of `stage` in the experiment, or None.
+
+    For comparisons with the previous run (the filter's corpus statistics drift).
+    """
+    experiment_id = connect(cfg)
+    client = MlflowClient(tracking_uri(cfg))
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{STAGE_TAG}` = '{stage}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=20,
+    )
+    for run in runs:
+        if any(f.path == name for f in client.list_artifacts(run.info.run_id)):
+            return mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/{name}")
+    return None
+
+
 @contextlib.contextmanager
 def stage_run(
     cfg: Config, pipeline_job: str, stage: str, started_ms: int | None = None

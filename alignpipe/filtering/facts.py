@@ -26,6 +26,7 @@ class PairMeta(NamedTuple):
         phash: 64-bit pHash of the image, or None when it does not decode.
         image_url: where the image came from.
         page_url: the page whose `<img alt>` gave the text.
+        nsfw_score: the `filter.nsfw_image_scorer`'s score of the image (0 when none is set).
     """
 
     shard: str
@@ -37,6 +38,7 @@ class PairMeta(NamedTuple):
     phash: int | None
     image_url: str = ""
     page_url: str = ""
+    nsfw_score: float = 0.0
 
 
 METADATA_COLUMNS: tuple[str, ...] = PairMeta._fields

@@ -70,7 +70,23 @@ from alignpipe.data.records import (
 from alignpipe.errors import InputError
 from alignpipe.filtering.facts import METADATA_COLUMNS, PairMeta
 from alignpipe.filtering.funnel import FUNNEL_JSON, FunnelReport, plot_funnel, write_funnel_json
-from alignpipe.filtering.rules import PairFacts, drop_reason, normalise_alt_text
+from alignpipe.filtering.rules import (
+    NO_UNSAFE_WORDS,
+    PairFacts,
+    UnsafeWordList,
+    drop_reason,
+    normalise_alt_text,
+)
+from alignpipe.filtering.safety import ImageScorer, load_image_scorer, load_unsafe_words, nsfw_score
+from alignpipe.filtering.stats import (
+    DRIFT_JSON,
+    STATS_JSON,
+    STATS_PNG,
+    CorpusStatsFn,
+    drift_report,
+    plot_stats,
+    write_stats_json,
+)
 from alignpipe.filtering.vocabulary import VocabularyTokensPerText
 from alignpipe.imaging.phash import PHashIndex, phash, read_blocklist
 
@@ -92,14 +108,19 @@ _COUNTS_FILE = "_funnel_counts.json"  # the pipeline's outcome counts, read back
 _STAGING = "_staging"  # outputs are written here, then moved into place when complete
 
 
-def run_filter(cfg: Config, in_dir: str, out_dir: str) -> FunnelReport:
+def run_filter(cfg: Config, in_dir: str, out_dir: str, previous_stats: dict | None = None) -> FunnelReport:
     """Filters the raw pairs of `in_dir` into `out_dir` and reports the funnel.
+
+    Also writes the kept pairs' statistics (`corpus_stats.json`, `.png`) and how far they
+    moved from `previous_stats` (`drift_report.json`; drift is logged as a warning).
 
     Args:
         cfg: thresholds from `cfg.filter`, evaluation sets from `cfg.eval`, Beam
             options from `cfg.runner.beam_args`.
         in_dir: folder of raw pair shards (`shard_pattern(in_dir)`).
         out_dir: output folder (created; earlier outputs of this stage are replaced).
+        previous_stats: the last run's statistics; default: those of the output being
+            replaced in `out_dir`, if any.
 
     Returns:
         The funnel, also written to `out_dir/funnel.json` and `out_dir/funnel.png`; its
@@ -120,6 +141,13 @@ def run_filter(cfg: Config, in_dir: str, out_dir: str) -> FunnelReport:
         log.info("filter: filter.unsafe_image_blocklist is empty, the image_unsafe rule is off")
     elif not fs.exists(blocklist):
         raise InputError(f"pHash blocklist {blocklist!r} does not exist")
+    words = _unsafe_words(cfg.filter)
+    if cfg.filter.nsfw_image_scorer:
+        load_image_scorer(cfg.filter.nsfw_image_scorer)  # a bad spec fails here, not in a worker
+    else:
+        log.info("filter: filter.nsfw_image_scorer is empty, the image_nsfw rule is off")
+    if previous_stats is None and fs.exists(fs.join(out_dir, STATS_JSON)):
+        previous_stats = fs.read_json(fs.join(out_dir, STATS_JSON))
     final_dir, out_dir = out_dir, fs.join(out_dir, _STAGING)  # the last good output stays until the end
     if fs.exists(out_dir):
         FileSystems.delete([out_dir])
@@ -129,9 +157,9 @@ def run_filter(cfg: Config, in_dir: str, out_dir: str) -> FunnelReport:
     log.info("filter: %d shards from %s, %d evaluation images", len(shards), in_dir, len(eval_paths))
     with beam.Pipeline(options=PipelineOptions(list(cfg.runner.beam_args))) as p:
         shard_paths = p | "Shards" >> beam.Create(shards)
-        metas = shard_paths | "ReadMetadata" >> beam.FlatMap(read_shard_metadata)
+        metas = shard_paths | "ReadMetadata" >> beam.ParDo(_ReadShardMetadata(cfg.filter.nsfw_image_scorer))
         eval_index, unsafe_index = _hash_indexes(p, cfg.filter, eval_paths)
-        decisions = metas | "Decide" >> DecidePairs(cfg.filter, eval_index, unsafe_index)
+        decisions = metas | "Decide" >> DecidePairs(cfg.filter, eval_index, unsafe_index, words)
         _write_kept(shard_paths, decisions, shards, out_dir)
         _write_report(metas, decisions, cfg.filter, out_dir, counts_path)
     counts = fs.read_json(counts_path)
@@ -139,6 +167,10 @@ def run_filter(cfg: Config, in_dir: str, out_dir: str) -> FunnelReport:
     report = FunnelReport.from_outcomes(counts["input_pairs"], counts["outcomes"], cfg.train.batch_size)
     write_funnel_json(report, fs.join(out_dir, FUNNEL_JSON))
     plot_funnel(report, fs.join(out_dir, FUNNEL_PNG))
+    drift = drift_report(previous_stats, counts["stats"], cfg.filter.max_stats_drift)
+    write_stats_json(counts["stats"], fs.join(out_dir, STATS_JSON))
+    write_stats_json(drift, fs.join(out_dir, DRIFT_JSON))
+    plot_stats(counts["stats"], previous_stats, fs.join(out_dir, STATS_PNG))
     _publish(out_dir, final_dir)
     log.info(
         "filter: kept %d of %d pairs in %.1f s; dropped %s",
@@ -149,7 +181,15 @@ def run_filter(cfg: Config, in_dir: str, out_dir: str) -> FunnelReport:
     )
     for warning in report.warnings:
         log.warning("filter: %s", warning)
+    (log.warning if drift["drifted"] else log.info)("filter: %s", drift["summary"])
     return report
+
+
+def _unsafe_words(cfg: FilterConfig) -> UnsafeWordList:
+    if not cfg.unsafe_alt_words:
+        log.info("filter: filter.unsafe_alt_words is empty, the text_unsafe rule is off")
+        return NO_UNSAFE_WORDS
+    return load_unsafe_words(cfg.unsafe_alt_words)
 
 
 def evaluation_image_paths(eval_cfg: EvalConfig) -> list[str]:
@@ -208,49 +248,73 @@ def dropped_record_json(pair: PairMeta, reason: str) -> str:
     return json.dumps(record, ensure_ascii=False)
 
 
-def pair_metadata(shard: str, index: int, record: bytes, decoded: dict[str, tuple] | None = None) -> PairMeta:
+def pair_metadata(
+    shard: str,
+    index: int,
+    record: bytes,
+    decoded: dict[str, tuple] | None = None,
+    scorer: ImageScorer | None = None,
+    scorer_spec: str = "",
+) -> PairMeta:
     """The `PairMeta` of one shard record.
 
     A record with a pHash (the scrape decoded and resized the image) is not decoded: its
     size is the original one it carries. Otherwise the stored bytes are the downloaded file:
     they are decoded here for their pHash and size, once per image when `decoded` (a cache of
-    SHA-256 -> (width, height, pHash) that the caller keeps) is given: the pairs of one image
-    lie next to each other in a shard.
+    SHA-256 -> (width, height, pHash, NSFW score) that the caller keeps) is given: the pairs of one image
+    lie next to each other in a shard. `scorer` (`filter.nsfw_image_scorer`), when given,
+    scores every decodable image, also once per image with the cache.
 
     Raises:
-        InputError: the record is not an `ImageTextPair` example.
+        InputError: the record is not an `ImageTextPair` example, or the scorer returned
+            something that is not a probability.
     """
     try:
         f = Example.FromString(record).features.feature
         text = f["text"].bytes_list.value[0].decode("utf-8")
         sha256 = f["image/sha256"].bytes_list.value[0].decode("utf-8")
         urls = [f[k].bytes_list.value[0].decode("utf-8") for k in ("image/url", "page/url")]
-        if "image/phash" in f:
-            image_hash = f["image/phash"].int64_list.value[0] & UINT64
-            width = f["image/original_width"].int64_list.value[0]
-            height = f["image/original_height"].int64_list.value[0]
-        elif decoded is not None and sha256 in decoded:
-            width, height, image_hash = decoded[sha256]
+        if decoded is not None and sha256 in decoded:
+            width, height, image_hash, score = decoded[sha256]
         else:
-            _, width, height, image_hash = decode_image_facts(f["image/encoded"].bytes_list.value[0])
+            image_bytes = f["image/encoded"].bytes_list.value[0]
+            if "image/phash" in f:
+                image_hash = f["image/phash"].int64_list.value[0] & UINT64
+                width = f["image/original_width"].int64_list.value[0]
+                height = f["image/original_height"].int64_list.value[0]
+            else:
+                _, width, height, image_hash = decode_image_facts(image_bytes)
+            score = None if scorer is None or image_hash is None else image_bytes
             if decoded is not None:
                 if len(decoded) >= _DECODED_CACHE:
                     decoded.clear()
-                decoded[sha256] = width, height, image_hash
+                decoded[sha256] = width, height, image_hash, score
     except Exception as e:  # protobuf DecodeError, missing or empty feature
         raise InputError(f"{shard}: record {index} is not an ImageTextPair Example ({e!r})") from None
-    return PairMeta(shard, index, sha256, text, width, height, image_hash, *urls)
+    if isinstance(score, bytes):  # scored outside the try: a scorer's error is its own
+        score = nsfw_score(scorer, score, scorer_spec)
+        if decoded is not None:
+            decoded[sha256] = width, height, image_hash, score
+    return PairMeta(shard, index, sha256, text, width, height, image_hash, *urls, score or 0.0)
 
 
 _DECODED_CACHE = 4096  # images whose decoded facts a shard reader remembers
 
 
-def read_shard_metadata(shard: str) -> Iterator[PairMeta]:
-    """Every record of a pair shard as `PairMeta`, streamed (image bytes are not kept)."""
-    decoded: dict[str, tuple] = {}
-    with FileSystems.open(shard, compression_type=CompressionTypes.UNCOMPRESSED) as file:
-        for index, record in enumerate(iter_tfrecords(file)):
-            yield pair_metadata(shard, index, record, decoded)
+class _ReadShardMetadata(beam.DoFn):
+    """Shard path -> every record of it as `PairMeta`, streamed (image bytes are not kept)."""
+
+    def __init__(self, scorer_spec: str = ""):
+        self.scorer_spec = scorer_spec
+
+    def setup(self) -> None:
+        self.scorer = load_image_scorer(self.scorer_spec) if self.scorer_spec else None
+
+    def process(self, shard: str) -> Iterator[PairMeta]:
+        decoded: dict[str, tuple] = {}
+        with FileSystems.open(shard, compression_type=CompressionTypes.UNCOMPRESSED) as file:
+            for index, record in enumerate(iter_tfrecords(file)):
+                yield pair_metadata(shard, index, record, decoded, self.scorer, self.scorer_spec)
 
 
 def read_metadata_file(path: str) -> Iterator[PairMeta]:
@@ -278,6 +342,7 @@ def read_metadata_file(path: str) -> Iterator[PairMeta]:
                 None if h is None else h & UINT64,
                 row.get("image_url") or "",
                 row.get("page_url") or "",
+                float(row.get("nsfw_score") or 0.0),
             )
 
 
@@ -331,8 +396,8 @@ def _with_alts_per_image(element) -> Iterator[tuple[str, tuple[PairMeta, int]]]:
 class _DecidePairs(beam.DoFn):
     """All pairs of one normalised alt-text, with its statistics -> (meta, reason or None)."""
 
-    def __init__(self, cfg: FilterConfig):
-        self.cfg = cfg
+    def __init__(self, cfg: FilterConfig, words: UnsafeWordList):
+        self.cfg, self.words = cfg, words
 
     def process(self, element, eval_index: PHashIndex, unsafe_index: PHashIndex):
         _, grouped = element
@@ -348,8 +413,9 @@ class _DecidePairs(beam.DoFn):
                 alts_per_image,
                 images_per_alt,
                 vocabulary_tokens,
+                meta.nsfw_score,
             )
-            yield meta, drop_reason(facts, self.cfg, eval_index, unsafe_index)
+            yield meta, drop_reason(facts, self.cfg, eval_index, unsafe_index, self.words)
 
 
 class DecidePairs(beam.PTransform):
@@ -359,11 +425,12 @@ class DecidePairs(beam.PTransform):
         cfg: the thresholds.
         eval_index: a singleton PCollection of the evaluation images' `PHashIndex`.
         unsafe_index: a singleton PCollection of the blocklist's `PHashIndex`.
+        words: the `text_unsafe` rule's list (empty: rule off).
     """
 
-    def __init__(self, cfg: FilterConfig, eval_index, unsafe_index):
+    def __init__(self, cfg: FilterConfig, eval_index, unsafe_index, words: UnsafeWordList = NO_UNSAFE_WORDS):
         super().__init__()
-        self.cfg, self.eval_index, self.unsafe_index = cfg, eval_index, unsafe_index
+        self.cfg, self.eval_index, self.unsafe_index, self.words = cfg, eval_index, unsafe_index, words
 
     def expand(self, metas):
         cfg = self.cfg
@@ -395,7 +462,7 @@ class DecidePairs(beam.PTransform):
             | "JoinTextCounts" >> beam.CoGroupByKey()
             | "DropReasons"
             >> beam.ParDo(
-                _DecidePairs(cfg),
+                _DecidePairs(cfg, self.words),
                 beam.pvalue.AsSingleton(self.eval_index),
                 beam.pvalue.AsSingleton(self.unsafe_index),
             )
@@ -461,7 +528,8 @@ def _write_kept(shards, decisions, shard_paths: list[str], out_dir: str) -> None
 
 
 def _write_report(metas, decisions, cfg: FilterConfig, out_dir: str, counts_path: str) -> None:
-    """The dropped pairs' JSON lines and the outcome counts (read back into the funnel)."""
+    """The dropped pairs' JSON lines, the outcome counts and the kept pairs' statistics (one
+    small JSON file, read back into the funnel and the statistics)."""
     (
         decisions
         | "Dropped"
@@ -472,6 +540,11 @@ def _write_report(metas, decisions, cfg: FilterConfig, out_dir: str, counts_path
         )
     )
     input_count = metas | "CountInput" >> beam.combiners.Count.Globally()
+    stats = (
+        decisions
+        | "KeptMetadata" >> beam.FlatMapTuple(lambda meta, reason: [] if reason else [meta])
+        | "CorpusStats" >> beam.CombineGlobally(CorpusStatsFn())
+    )
     (
         decisions
         | "Outcomes" >> beam.MapTuple(lambda meta, reason: reason or "kept")
@@ -479,8 +552,9 @@ def _write_report(metas, decisions, cfg: FilterConfig, out_dir: str, counts_path
         | "OutcomeDict" >> beam.combiners.ToDict()
         | "CountsJson"
         >> beam.Map(
-            lambda outcomes, n: json.dumps({"input_pairs": n, "outcomes": outcomes}),
+            lambda outcomes, n, kept: json.dumps({"input_pairs": n, "outcomes": outcomes, "stats": kept}),
             beam.pvalue.AsSingleton(input_count),
+            beam.pvalue.AsSingleton(stats),
         )
         | "WriteCounts" >> beam.io.WriteToText(counts_path, shard_name_template="", num_shards=1)
     )
@@ -489,8 +563,9 @@ def _write_report(metas, decisions, cfg: FilterConfig, out_dir: str, counts_path
 def run_filter_metadata(cfg: Config, metadata_pattern: str, out_dir: str) -> FunnelReport:
     """Runs the filter's decisions on metadata only: parquet files with `PairMeta`'s columns.
 
-    The evaluation-duplicate and blocklist rules are off (there are no images to hash).
-    Writes `dropped-*.jsonl` and `funnel.json` into `out_dir`; no pairs are copied.
+    The evaluation-duplicate and blocklist rules are off (there are no images to hash), and
+    `nsfw_score` comes from its column (0 without). Writes `dropped-*.jsonl`, `funnel.json` and
+    `corpus_stats.json` into `out_dir`; no pairs are copied.
 
     Raises:
         InputError: no file matches `metadata_pattern`, or one lacks a needed column.
@@ -503,19 +578,22 @@ def run_filter_metadata(cfg: Config, metadata_pattern: str, out_dir: str) -> Fun
     with beam.Pipeline(options=PipelineOptions(list(cfg.runner.beam_args))) as p:
         metas = p | "Files" >> beam.Create(paths) | "ReadMetadata" >> beam.FlatMap(read_metadata_file)
         no_hashes = p | "NoHashes" >> beam.Create([PHashIndex([], radius=0)])
-        decisions = metas | "Decide" >> DecidePairs(cfg.filter, no_hashes, no_hashes)
+        words = _unsafe_words(cfg.filter)
+        decisions = metas | "Decide" >> DecidePairs(cfg.filter, no_hashes, no_hashes, words)
         _write_report(metas, decisions, cfg.filter, out_dir, counts_path)
     counts = fs.read_json(counts_path)
     fs.delete([counts_path])
     report = FunnelReport.from_outcomes(counts["input_pairs"], counts["outcomes"], cfg.train.batch_size)
     write_funnel_json(report, fs.join(out_dir, FUNNEL_JSON))
+    write_stats_json(counts["stats"], fs.join(out_dir, STATS_JSON))
     return report
 
 
 def _outputs(folder: str) -> list[str]:
     patterns = [shard_pattern(folder), fs.join(folder, f"{DROPPED_PREFIX}-*{DROPPED_SUFFIX}")]
     found = [path for pattern in patterns for path in fs.glob(pattern)]
-    return found + [fs.join(folder, n) for n in (FUNNEL_JSON, FUNNEL_PNG) if fs.exists(fs.join(folder, n))]
+    names = (FUNNEL_JSON, FUNNEL_PNG, STATS_JSON, STATS_PNG, DRIFT_JSON)
+    return found + [fs.join(folder, n) for n in names if fs.exists(fs.join(folder, n))]
 
 
 def _publish(staging: str, out_dir: str) -> None:

@@ -72,3 +72,17 @@ def test_no_child_for_a_tracking_server_or_an_existing_store(cfg):
     tracking.connect(cfg)
     mlflow_store.prepare(cfg)
     assert not mlflow_store._SETUP
+
+
+def test_the_last_finished_stage_runs_artifact_is_the_baseline(cfg):
+    assert tracking.last_stage_artifact(cfg, "filter", "corpus_stats.json") is None
+    for pairs in (10, 12):
+        with tracking.stage_run(cfg, "", "filter"):
+            mlflow.log_dict({"pairs": pairs}, "corpus_stats.json")
+    with pytest.raises(RuntimeError):
+        with tracking.stage_run(cfg, "", "filter"):  # a failed run is no baseline
+            mlflow.log_dict({"pairs": 99}, "corpus_stats.json")
+            raise RuntimeError("the filter failed")
+    with tracking.stage_run(cfg, "", "filter"):  # nor is a finished run without the artifact
+        pass
+    assert tracking.last_stage_artifact(cfg, "filter", "corpus_stats.json") == {"pairs": 12}

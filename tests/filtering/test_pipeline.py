@@ -174,9 +174,20 @@ def test_run_filter_counts_every_pair_under_its_reason(tmp_path):
     assert json.loads((out_dir / "funnel.json").read_text()) == report.to_dict()
     assert Image.open(out_dir / "funnel.png").format == "PNG"
     assert sorted(p.name for p in out_dir.iterdir() if not p.name.startswith(("pairs-", "dropped-"))) == [
+        "corpus_stats.json",
+        "corpus_stats.png",
+        "drift_report.json",
         "funnel.json",
         "funnel.png",
     ]
+    stats = json.loads((out_dir / "corpus_stats.json").read_text())
+    assert stats["pairs"] == 22 and stats["distinct_images"] == len({p.sha256 for p in kept})
+    assert json.loads((out_dir / "drift_report.json").read_text())["baseline"] is False
+
+    # A rerun into the same folder compares with the output it replaces: nothing moved.
+    run_filter(cfg, str(tmp_path / "raw"), str(out_dir))
+    drift = json.loads((out_dir / "drift_report.json").read_text())
+    assert drift["baseline"] is True and drift["drifted"] is False and set(drift["distances"].values()) == {0}
 
 
 def test_missing_or_empty_input_folder(tmp_path):
@@ -230,6 +241,9 @@ def test_hash_rules_off_without_eval_sets_or_blocklist_and_old_outputs_replaced(
 
     assert report.input_pairs == 2 and report.kept_pairs == 2
     assert sorted(p.name for p in out_dir.iterdir()) == [
+        "corpus_stats.json",
+        "corpus_stats.png",
+        "drift_report.json",
         "dropped-00000-of-00001.jsonl",
         "funnel.json",
         "funnel.png",
