@@ -119,6 +119,9 @@ class FilterConfig:
     # Corpus statistics of the kept pairs against the previous run's (alignpipe.filtering.stats): a
     # histogram whose total-variation distance, or a count whose relative change, exceeds this drifted.
     max_stats_drift: float = 0.2
+    # A key (alt-text, image, token) with more pairs than this takes its statistics from a side
+    # input instead of a join, so that no worker's group grows with a key's popularity.
+    hot_key_pairs: int = 10_000
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ import io
 import json
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
@@ -70,6 +70,7 @@ from alignpipe.data.records import (
 from alignpipe.errors import InputError
 from alignpipe.filtering.facts import METADATA_COLUMNS, PairMeta
 from alignpipe.filtering.funnel import FUNNEL_JSON, FunnelReport, plot_funnel, write_funnel_json
+from alignpipe.filtering.joins import AttachStats, DistinctUpTo
 from alignpipe.filtering.rules import (
     NO_UNSAFE_WORDS,
     PairFacts,
@@ -353,76 +354,33 @@ def _evaluation_image_phash(path: str) -> int:
     return image_hash
 
 
-class DistinctUpTo(beam.CombineFn):
-    """How many distinct values a key has, counted exactly up to `cap` and then no further.
-
-    A rule only asks whether a count exceeds its threshold, so `cap` = threshold + 1 answers it
-    exactly, and no accumulator ever holds more than `cap` values: a key's popularity (an
-    alt-text on millions of pages) costs nothing more.
-    """
-
-    def __init__(self, cap: int):
-        self.cap = cap
-
-    def create_accumulator(self) -> set:
-        return set()
-
-    def add_input(self, seen: set, value) -> set:
-        if len(seen) < self.cap:
-            seen.add(value)
-        return seen
-
-    def merge_accumulators(self, accumulators: Iterable[set]) -> set:
-        merged: set = set()
-        for seen in accumulators:
-            for value in seen:
-                if len(merged) >= self.cap:
-                    return merged
-                merged.add(value)
-        return merged
-
-    def extract_output(self, seen: set) -> int:
-        return len(seen)
-
-
-def _with_alts_per_image(element) -> Iterator[tuple[str, tuple[PairMeta, int]]]:
-    """(sha256, {"pairs": [(alt, meta)], "alts": [n]}) -> (alt, (meta, n)) per pair."""
-    _, grouped = element
-    alts = next(iter(grouped["alts"]), 0)
-    for alt, meta in grouped["pairs"]:
-        yield alt, (meta, alts)
-
-
-class _DecidePairs(beam.DoFn):
-    """All pairs of one normalised alt-text, with its statistics -> (meta, reason or None)."""
+class _DecidePair(beam.DoFn):
+    """((meta, alts per image), (images per alt, vocabulary tokens)) -> (meta, reason or None)."""
 
     def __init__(self, cfg: FilterConfig, words: UnsafeWordList):
         self.cfg, self.words = cfg, words
 
     def process(self, element, eval_index: PHashIndex, unsafe_index: PHashIndex):
-        _, grouped = element
-        vocabulary_tokens = next(iter(grouped["vocabulary_tokens"]), frozenset())
-        images_per_alt = next(iter(grouped["images"]), 0)
-        for meta, alts_per_image in grouped["pairs"]:
-            facts = PairFacts(
-                meta.phash is not None,
-                meta.width,
-                meta.height,
-                meta.phash,
-                meta.text,
-                alts_per_image,
-                images_per_alt,
-                vocabulary_tokens,
-                meta.nsfw_score,
-            )
-            yield meta, drop_reason(facts, self.cfg, eval_index, unsafe_index, self.words)
+        (meta, alts_per_image), (images_per_alt, vocabulary_tokens) = element
+        facts = PairFacts(
+            meta.phash is not None,
+            meta.width,
+            meta.height,
+            meta.phash,
+            meta.text,
+            alts_per_image,
+            images_per_alt,
+            vocabulary_tokens,
+            meta.nsfw_score,
+        )
+        yield meta, drop_reason(facts, self.cfg, eval_index, unsafe_index, self.words)
 
 
 class DecidePairs(beam.PTransform):
     """`PairMeta` records -> (meta, the first rule it fails or None), one per input record.
 
     Args:
-        cfg: the thresholds.
+        cfg: the thresholds, and `hot_key_pairs` (see `AttachStats`).
         eval_index: a singleton PCollection of the evaluation images' `PHashIndex`.
         unsafe_index: a singleton PCollection of the blocklist's `PHashIndex`.
         words: the `text_unsafe` rule's list (empty: rule off).
@@ -449,20 +407,27 @@ class DecidePairs(beam.PTransform):
             metas
             | "Texts" >> beam.Map(lambda m: m.text)
             | "Vocabulary"
-            >> VocabularyTokensPerText(cfg.rare_token_vocab_size, cfg.rare_token_min_word_share)
+            >> VocabularyTokensPerText(
+                cfg.rare_token_vocab_size, cfg.rare_token_min_word_share, hot=cfg.hot_key_pairs
+            )
         )
-        by_image = keyed | "ByImage" >> beam.MapTuple(lambda alt, m: (m.sha256, (alt, m)))
-        with_image_counts = (
-            {"pairs": by_image, "alts": alts_per_image}
-            | "JoinImageCounts" >> beam.CoGroupByKey()
-            | "WithAltsPerImage" >> beam.FlatMap(_with_alts_per_image)
+        text_stats = (  # one row per distinct alt-text
+            {"images": images_per_alt, "tokens": vocabulary_tokens}
+            | "JoinTextStats" >> beam.CoGroupByKey()
+            | "TextStats"
+            >> beam.MapTuple(
+                lambda alt, g: (alt, (next(iter(g["images"]), 0), next(iter(g["tokens"]), frozenset())))
+            )
         )
         return (
-            {"pairs": with_image_counts, "images": images_per_alt, "vocabulary_tokens": vocabulary_tokens}
-            | "JoinTextCounts" >> beam.CoGroupByKey()
+            keyed
+            | "ByImage" >> beam.MapTuple(lambda alt, m: (m.sha256, (alt, m)))
+            | "WithImageStats" >> AttachStats(alts_per_image, 0, cfg.hot_key_pairs)
+            | "ByText" >> beam.MapTuple(lambda alt_meta, alts: (alt_meta[0], (alt_meta[1], alts)))
+            | "WithTextStats" >> AttachStats(text_stats, (0, frozenset()), cfg.hot_key_pairs)
             | "DropReasons"
             >> beam.ParDo(
-                _DecidePairs(cfg, self.words),
+                _DecidePair(cfg, self.words),
                 beam.pvalue.AsSingleton(self.eval_index),
                 beam.pvalue.AsSingleton(self.unsafe_index),
             )

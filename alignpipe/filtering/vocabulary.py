@@ -27,8 +27,9 @@ radix selection, in which only small histograms are global:
 A token is in the vocabulary iff `rank_key(token, count) <= cutoff` (and, for a
 word, `count >= min_word_count`), decided where the token's count is
 (`in_vocabulary`), and `VocabularyTokensPerText` joins that membership back to
-each distinct alt-text with a CoGroupByKey on the token, so every step scales
-with the corpus.
+each distinct alt-text on the token (`joins.AttachStats`: a token in very many texts,
+"the", gets its membership through a side input instead), so every step scales with
+the corpus.
 
 Example (the in-memory reference; the Beam transforms give the same set):
     >>> sorted(top_k_tokens({"a": 3, "b": 1, "c": 3}, 2))
@@ -41,11 +42,12 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from fractions import Fraction
 
 import apache_beam as beam
 
+from alignpipe.filtering.joins import AttachStats
 from alignpipe.filtering.rules import alt_unigrams_and_bigrams, normalise_alt_text
 
 RankKey = tuple[int, int, str]
@@ -185,14 +187,6 @@ class TopKCutoff(beam.PTransform):
         )
 
 
-def _vocabulary_tokens_of_texts(element) -> Iterable[tuple[str, str]]:
-    """(token, {"in_vocabulary": [bool], "texts": [...]}) -> (text, token) per vocabulary token."""
-    token, grouped = element
-    if any(grouped["in_vocabulary"]):
-        for text in grouped["texts"]:
-            yield text, token
-
-
 class VocabularyTokensPerText(beam.PTransform):
     """Raw alt-texts (one per pair) -> (normalised text, its tokens in the vocabulary).
 
@@ -206,12 +200,15 @@ class VocabularyTokensPerText(beam.PTransform):
     Args:
         k: the top-K size.
         min_word_share: occurrences per alt-text a word needs (0: none).
+        hot: distinct texts a token may be in before its membership reaches them through a
+            side input instead of a join (`joins.AttachStats`).
     """
 
-    def __init__(self, k: int, min_word_share: float = 0.0):
+    def __init__(self, k: int, min_word_share: float = 0.0, hot: int = 10_000):
         super().__init__()
         self.k = k
         self.min_word_share = min_word_share
+        self.hot = hot
 
     def expand(self, texts):
         token_counts = (
@@ -235,9 +232,10 @@ class VocabularyTokensPerText(beam.PTransform):
             lambda text: [(token, text) for token in set(alt_unigrams_and_bigrams(text))]
         )
         found = (
-            {"in_vocabulary": membership, "texts": text_tokens}
-            | "JoinOnToken" >> beam.CoGroupByKey()
-            | "VocabularyTokens" >> beam.FlatMap(_vocabulary_tokens_of_texts)
+            text_tokens
+            | "TokenText" >> beam.MapTuple(lambda token, text: (token, (text, token)))
+            | "WithMembership" >> AttachStats(membership, False, self.hot)
+            | "VocabularyTokens" >> beam.FlatMapTuple(lambda pair, member: [pair] if member else [])
         )
         every_text = distinct | "EveryText" >> beam.Map(lambda text: (text, None))
         return (

@@ -8,12 +8,15 @@ import io
 
 import apache_beam as beam
 import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.util import assert_that, equal_to
 from PIL import Image
 
+from alignpipe.config import IN_PROCESS_RUNNER
 from alignpipe.data.records import ImageTextPair, TFRecordWriter, iter_tfrecords, read_tfrecords
 from alignpipe.errors import InputError
-from alignpipe.filtering.pipeline import DistinctUpTo, pair_metadata
+from alignpipe.filtering.joins import AttachStats, DistinctUpTo
+from alignpipe.filtering.pipeline import pair_metadata
 from alignpipe.imaging.decode import describe_image
 from alignpipe.imaging.phash import hamming, phash
 from tests.filtering.conftest import encode, make_scene
@@ -78,9 +81,19 @@ def test_streamed_records_equal_the_whole_file_read_and_a_cut_file_is_an_error()
 def test_distinct_counts_stop_one_past_the_threshold_whatever_a_keys_popularity():
     hot = [("logo", f"image-{i}") for i in range(20_000)]
     cold = [("a red circle", "image-1"), ("a red circle", "image-2"), ("a red circle", "image-1")]
-    with beam.Pipeline() as p:
+    with beam.Pipeline(options=PipelineOptions([f"--runner={IN_PROCESS_RUNNER}"])) as p:
         counts = p | beam.Create(hot + cold) | beam.CombinePerKey(DistinctUpTo(11))
         assert_that(counts, equal_to([("logo", 11), ("a red circle", 2)]))
     combine = DistinctUpTo(3)
     merged = combine.merge_accumulators([{1, 2}, {3, 4}, {5}])
     assert len(merged) == 3 and combine.extract_output(combine.add_input(merged, 9)) == 3
+
+
+def test_hot_keys_take_their_stats_from_the_side_input_and_all_elements_get_them():
+    elements = [("logo", f"page-{i}") for i in range(50)] + [("a red circle", "p1"), ("no stats", "p2")]
+    stats = [("logo", 3), ("a red circle", 1), ("unused", 7)]
+    with beam.Pipeline(options=PipelineOptions([f"--runner={IN_PROCESS_RUNNER}"])) as p:
+        table = p | "Stats" >> beam.Create(stats)
+        joined = p | beam.Create(elements) | AttachStats(table, default=0, hot=10)
+        expected = [(f"page-{i}", 3) for i in range(50)] + [("p1", 1), ("p2", 0)]
+        assert_that(joined, equal_to(expected))

@@ -141,10 +141,11 @@ def _read_pairs(out_dir: Path, name: str = "") -> list[ImageTextPair]:
 
 
 @pytest.mark.large
-def test_run_filter_counts_every_pair_under_its_reason(tmp_path):
+@pytest.mark.parametrize("hot_key_pairs", [10_000, 1])  # 1: every statistic via side inputs
+def test_run_filter_counts_every_pair_under_its_reason(tmp_path, hot_key_pairs):
     pairs, overrides = _build_corpus(tmp_path)
     _write_shards(tmp_path / "raw", [pair for pair, _ in pairs])
-    cfg = load_config("local", "tiny", overrides)
+    cfg = load_config("local", "tiny", [*overrides, f"filter.hot_key_pairs={hot_key_pairs}"])
     out_dir = tmp_path / "filtered"
 
     report = run_filter(cfg, str(tmp_path / "raw"), str(out_dir))

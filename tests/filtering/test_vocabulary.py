@@ -6,6 +6,7 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.util import assert_that, equal_to
 
+from alignpipe.config import IN_PROCESS_RUNNER
 from alignpipe.filtering.rules import alt_unigrams_and_bigrams, normalise_alt_text
 from alignpipe.filtering.vocabulary import (
     TopKCutoff,
@@ -24,7 +25,8 @@ TEXTS = ["a red dog", "A red cat", "a red dog!", "blue dog", "a blue bird", "zeb
 
 
 def _pipeline() -> beam.Pipeline:
-    return beam.Pipeline(options=PipelineOptions(["--runner=DirectRunner"]))
+    # the in-process runner: DirectRunner would try to download the Prism runner first
+    return beam.Pipeline(options=PipelineOptions([f"--runner={IN_PROCESS_RUNNER}"]))
 
 
 def test_top_k_on_a_toy_corpus():
@@ -91,9 +93,10 @@ def test_vocabulary_tokens_per_text():
         for t in TEXTS
     }
     assert expected["zebra"] == frozenset() and "a red dog" in expected
-    with _pipeline() as p:
-        result = p | beam.Create(TEXTS) | VocabularyTokensPerText(k)
-        assert_that(result, equal_to(sorted(expected.items())))
+    for hot in (10_000, 1):  # hot=1: every token's membership comes through the side input
+        with _pipeline() as p:
+            result = p | beam.Create(TEXTS) | VocabularyTokensPerText(k, hot=hot)
+            assert_that(result, equal_to(sorted(expected.items())))
 
 
 def test_min_word_count_is_a_rate_of_the_corpus_size():
