@@ -125,6 +125,8 @@ def _letter_script(char: str) -> str:
 
 def alt_text_script(text: str) -> str:
     """The script of most of the text's letters (a `SCRIPT_BUCKETS` entry)."""
+    if text.isascii():  # the common case, without a look-up per character
+        return "Latin" if any(char.isalpha() for char in text) else "no_letters"
     counts: dict[str, int] = {}
     for char in text:
         if char.isalpha():

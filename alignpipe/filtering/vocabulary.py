@@ -42,10 +42,12 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from fractions import Fraction
 
 import apache_beam as beam
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.windowed_value import WindowedValue
 
 from alignpipe.filtering.joins import AttachStats
 from alignpipe.filtering.rules import alt_unigrams_and_bigrams, normalise_alt_text
@@ -212,15 +214,18 @@ class VocabularyTokensPerText(beam.PTransform):
 
     def expand(self, texts):
         token_counts = (
-            texts
-            | "Tokens" >> beam.FlatMap(alt_unigrams_and_bigrams)
-            | "CountTokens" >> beam.combiners.Count.PerElement()
+            texts | "Tokens" >> beam.ParDo(_CountTokens()) | "CountTokens" >> beam.CombinePerKey(sum)
         )
         cutoff = token_counts | "TopK" >> TopKCutoff(self.k)
         min_count = (
             texts
             | "CountTexts" >> beam.combiners.Count.Globally()
             | "MinWordCount" >> beam.Map(min_word_count, self.min_word_share)
+        )
+        # Below K distinct tokens with no minimum word count, every token is in (at the paper's
+        # K = 100M: every corpus short of web scale), and the join by token is skipped.
+        everything_in = cutoff | "EverythingIn" >> beam.Map(
+            lambda cut, least: cut is None and least <= 1, beam.pvalue.AsSingleton(min_count)
         )
         membership = token_counts | "Membership" >> beam.Map(
             lambda kv, cut, least: (kv[0], in_vocabulary(kv[0], kv[1], cut, least)),
@@ -229,7 +234,8 @@ class VocabularyTokensPerText(beam.PTransform):
         )
         distinct = texts | "Normalise" >> beam.Map(normalise_alt_text) | "DistinctTexts" >> beam.Distinct()
         text_tokens = distinct | "TokensOfText" >> beam.FlatMap(
-            lambda text: [(token, text) for token in set(alt_unigrams_and_bigrams(text))]
+            lambda text, all_in: [] if all_in else [(t, text) for t in set(alt_unigrams_and_bigrams(text))],
+            beam.pvalue.AsSingleton(everything_in),
         )
         found = (
             text_tokens
@@ -237,10 +243,49 @@ class VocabularyTokensPerText(beam.PTransform):
             | "WithMembership" >> AttachStats(membership, False, self.hot)
             | "VocabularyTokens" >> beam.FlatMapTuple(lambda pair, member: [pair] if member else [])
         )
-        every_text = distinct | "EveryText" >> beam.Map(lambda text: (text, None))
+        every_text = distinct | "EveryText" >> beam.Map(
+            lambda text, all_in: (text, frozenset(alt_unigrams_and_bigrams(text)) if all_in else None),
+            beam.pvalue.AsSingleton(everything_in),
+        )
         return (
             (found, every_text)
             | "WithEveryText" >> beam.Flatten()
             | "GroupByText" >> beam.GroupByKey()
-            | "TokenSets" >> beam.MapTuple(lambda text, toks: (text, frozenset(t for t in toks if t)))
+            | "TokenSets" >> beam.MapTuple(_token_set)
         )
+
+
+def _token_set(text: str, found: Iterable) -> tuple[str, frozenset[str]]:
+    tokens: set[str] = set()
+    for item in found:  # vocabulary tokens one by one, or all of them at once (a frozenset)
+        if isinstance(item, frozenset):
+            tokens |= item
+        elif item:
+            tokens.add(item)
+    return text, frozenset(tokens)
+
+
+class _CountTokens(beam.DoFn):
+    """Alt-texts -> (token, occurrences) partial counts, from a dictionary per bundle: one
+    element per distinct token instead of one per occurrence (flushed at `FLUSH_AT` tokens, so
+    its memory is bounded)."""
+
+    FLUSH_AT = 200_000
+
+    def start_bundle(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def process(self, text: str):
+        counts = self.counts
+        for token in alt_unigrams_and_bigrams(text):
+            counts[token] = counts.get(token, 0) + 1
+        if len(counts) >= self.FLUSH_AT:
+            yield from self._flush()
+
+    def finish_bundle(self):
+        for token_count in self._flush():
+            yield WindowedValue(token_count, GlobalWindow().max_timestamp(), [GlobalWindow()])
+
+    def _flush(self):
+        counts, self.counts = self.counts, {}
+        yield from counts.items()

@@ -141,3 +141,10 @@ def test_vocabulary_tokens_per_text_with_a_minimum_word_share():
     with _pipeline() as p:
         result = p | beam.Create(TEXTS) | VocabularyTokensPerText(1000, min_word_share=share)
         assert_that(result, equal_to(sorted(expected.items())))
+
+
+def test_below_k_tokens_every_token_is_in_without_a_join():
+    expected = {normalise_alt_text(t): frozenset(alt_unigrams_and_bigrams(t)) for t in TEXTS}
+    with _pipeline() as p:
+        result = p | beam.Create(TEXTS) | VocabularyTokensPerText(10**8)
+        assert_that(result, equal_to(sorted(expected.items())))
