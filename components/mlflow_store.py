@@ -2,7 +2,8 @@
 
 This module imports nothing heavy (not MLflow): a command calls `prepare` before its own
 imports, so that the seconds of CPU a new SQLite store costs (MLflow builds its schema through
-every migration) run on another core while the command imports and works.
+every migration) run on another core while the command imports and works. The child runs at the
+lowest priority, so a command that keeps every core busy loses next to nothing to it.
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ from alignpipe.config import Config
 
 log = logging.getLogger("alignpipe")
 _SETUP: dict[str, subprocess.Popen] = {}  # tracking URI -> the child creating that store
+# The child runs at the lowest CPU priority: it takes cores the command leaves idle (waiting on
+# the network), not cores its own work needs.
 _CREATE = (
-    "import sys; from mlflow.tracking import MlflowClient; MlflowClient(sys.argv[1]).search_experiments()"
+    "import os, sys; os.nice(19); from mlflow.tracking import MlflowClient;"
+    " MlflowClient(sys.argv[1]).search_experiments()"
 )
 
 

@@ -538,6 +538,9 @@ def run_filter_metadata(cfg: Config, metadata_pattern: str, out_dir: str) -> Fun
     paths = fs.glob(metadata_pattern)
     if not paths:
         raise InputError(f"no metadata file matches {metadata_pattern!r}")
+    stale = _outputs(out_dir)
+    if stale:  # an earlier run's files (another number of shards) must not mix with these
+        fs.delete(stale)
     fs.makedirs(out_dir)
     counts_path = fs.join(out_dir, _COUNTS_FILE)
     with beam.Pipeline(options=PipelineOptions(list(cfg.runner.beam_args))) as p:

@@ -212,7 +212,8 @@ def test_skewed_corpus_agrees_with_drop_reason_per_pair(k):
 
 
 @pytest.mark.large
-def test_beam_metadata_filter_agrees_with_the_reference(tmp_path):
+@pytest.mark.parametrize("hot_key_pairs", [10_000, 20])  # 20: the hottest keys take the side-input path
+def test_beam_metadata_filter_agrees_with_the_reference(tmp_path, hot_key_pairs):
     table = generate(3000, seed=7)
     rng = random.Random(7)
     scores = {sha256: rng.random() ** 8 for sha256 in table["sha256"].to_pylist()}  # 8% >= 0.5
@@ -224,6 +225,7 @@ def test_beam_metadata_filter_agrees_with_the_reference(tmp_path):
         "filter.rare_token_vocab_size=400",  # of about 7,600 distinct tokens: the rule binds
         f"filter.unsafe_alt_words={tmp_path / 'words.txt'}",
         "filter.nsfw_image_scorer=tests.no_such_scorer:score",  # on: scores from the nsfw_score column
+        f"filter.hot_key_pairs={hot_key_pairs}",
     ]
     cfg = load_config("local", "tiny", overrides)
     words = load_unsafe_words(cfg.filter.unsafe_alt_words)
