@@ -160,6 +160,13 @@ class TrainConfig:
     shuffle_buffer: int = 10_000
     log_every_steps: int = 100
     seed: int = 0
+    # Checkpoints (alignpipe/training/checkpoints.py): every N steps, after the last and on SIGTERM;
+    # a rerun resumes from the latest. "" = <model_dir>-checkpoints, beside the model folder (not in
+    # it, so that the registered model does not carry optimiser state); trainer.task uses Vertex
+    # AI's $AIP_CHECKPOINT_DIR when it is set.
+    checkpoint_dir: str = ""
+    checkpoint_every_steps: int = 1000  # and after the last step, and on SIGTERM
+    keep_checkpoints: int = 3  # the newest N; older ones are deleted
 
 
 @dataclass(frozen=True)
@@ -287,6 +294,7 @@ EXPERIMENT_PRESETS: dict[str, dict[str, object]] = {
         "train.random_flip": False,  # captions name left/right positions
         "train.shuffle_buffer": 4096,
         "train.log_every_steps": 20,
+        "train.checkpoint_every_steps": 100,
         "eval.prompt_templates": ("a {}.", "a picture of a {}.", "an image with a {}."),
         "eval.batch_size": 128,
     },

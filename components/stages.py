@@ -100,7 +100,11 @@ def filter_stage(
 def train_stage(
     config_json: str, pipeline_job: str, data_dir: str, model_dir: str, metrics: MetricsSink | None = None
 ) -> dict:
-    """Trains the dual encoder on the pairs in `data_dir`; writes the model into `model_dir`."""
+    """Trains the dual encoder on the pairs in `data_dir`; writes the model into `model_dir`.
+
+    A rerun (a retried task, or after SIGTERM, which raises `Preempted`) resumes from the
+    latest checkpoint in `train.checkpoint_dir` (default `<model_dir>-checkpoints`).
+    """
     from alignpipe.training.trainer import train
 
     cfg = Config.from_json(config_json)
@@ -118,6 +122,7 @@ def train_stage(
             "first_loss": result.history[0]["loss"] if result.history else float("nan"),
             "final_loss": result.final_loss,
             "final_temperature": result.final_temperature,
+            "resumed_from_step": result.resumed_from_step,
         }
         _publish(metrics, summary)
         for name in ("training_curves.png", "history.json"):

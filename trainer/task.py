@@ -3,7 +3,11 @@
     python -m trainer.task --config-json "$(cat config.json)" \
         --data-dir gs://BUCKET/run/filtered --model-dir gs://BUCKET/run/model
 
-`--model-dir` defaults to `$AIP_MODEL_DIR`, which Vertex AI sets for custom jobs.
+`--model-dir` defaults to `$AIP_MODEL_DIR`, which Vertex AI sets for custom jobs, and
+an empty `train.checkpoint_dir` to `$AIP_CHECKPOINT_DIR` when Vertex AI sets it. On
+SIGTERM (Vertex AI's notice before it stops or preempts a worker) training saves a
+checkpoint and the task exits with status 143 (128 + SIGTERM); Vertex AI restarts a
+worker that exits non-zero, and the rerun resumes from that checkpoint.
 The strategy (`train.strategy`: default, mirrored, tpu) comes from the config, so
 the same code trains on a laptop and on a TPU VM. Metrics go to the job's log;
 the kfp train component (`components/stages.py`) runs the same `train` in-process
@@ -16,12 +20,15 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 
 from alignpipe.config import Config
 from alignpipe.errors import AlignPipeError
 
 log = logging.getLogger("alignpipe")
+
+EXIT_PREEMPTED = 128 + signal.SIGTERM  # what a shell reports for a process that SIGTERM ended
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -48,9 +55,16 @@ def main(argv: list[str] | None = None) -> int:
         else:
             text = args.config_json
         cfg = Config.from_json(text)
+        if not cfg.train.checkpoint_dir and os.environ.get("AIP_CHECKPOINT_DIR"):
+            cfg = cfg.replace(train__checkpoint_dir=os.environ["AIP_CHECKPOINT_DIR"])
+        from alignpipe.training.checkpoints import Preempted
         from alignpipe.training.trainer import train
 
-        result = train(cfg, args.data_dir, model_dir, on_log=lambda row: log.info("%s", json.dumps(row)))
+        try:
+            result = train(cfg, args.data_dir, model_dir, on_log=lambda row: log.info("%s", json.dumps(row)))
+        except Preempted as e:
+            print(f"trainer.task: {e}", file=sys.stderr)
+            return EXIT_PREEMPTED
     except AlignPipeError as e:
         print(f"trainer.task: error: {e}", file=sys.stderr)
         return 2

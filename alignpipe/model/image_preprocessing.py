@@ -46,13 +46,25 @@ def center_crop(images: tf.Tensor, size: int) -> tf.Tensor:
     return tf.ensure_shape(cropped, images.shape[:-3].concatenate([size, size, 3]))
 
 
-def preprocess_for_train(image_bytes: tf.Tensor, image_size: int, image_resize: int, random_flip: bool):
-    """Encoded image -> float32 `[image_size, image_size, 3]`: resize, random crop, flip."""
+def preprocess_for_train(
+    image_bytes: tf.Tensor,
+    image_size: int,
+    image_resize: int,
+    random_flip: bool,
+    seed: tf.Tensor | None = None,
+):
+    """Encoded image -> float32 `[image_size, image_size, 3]`: resize, random crop, flip.
+
+    With `seed` (int `[2]`) crop and flip are stateless: the same for the same seed
+    whatever order a parallel `Dataset.map` calls them in.
+    """
     image = resize_shorter_side(decode_image(image_bytes), image_resize)
-    image = tf.image.random_crop(image, [image_size, image_size, 3])
-    if random_flip:
-        image = tf.image.random_flip_left_right(image)
-    return image
+    if seed is None:
+        image = tf.image.random_crop(image, [image_size, image_size, 3])
+        return tf.image.random_flip_left_right(image) if random_flip else image
+    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed))
+    image = tf.image.stateless_random_crop(image, [image_size, image_size, 3], seed=crop_seed)
+    return tf.image.stateless_random_flip_left_right(image, seed=flip_seed) if random_flip else image
 
 
 def preprocess_for_eval(image_bytes: tf.Tensor, image_size: int, image_resize: int) -> tf.Tensor:

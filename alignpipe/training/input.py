@@ -91,20 +91,36 @@ def check_enough_pairs(num_pairs: int, batch_size: int, data_dir: str, funnel: F
     )
 
 
+# Position of a record in the training stream: epoch * EPOCH_STRIDE + its index in that epoch's
+# shuffled order; the batches carry it so that a resumed run can continue where a checkpoint was.
+STREAM_POSITION = "stream_position"
+EPOCH_STRIDE = 2**32
+
+
 def train_dataset(
     files: list[str],
     tokenizer: AlignTokenizer,
     model: ModelConfig,
     train: TrainConfig,
     batch_size: int,
+    start_position: int = 0,
 ) -> tf.data.Dataset:
-    """Endless shuffled batches for training.
+    """Endless shuffled batches for training, the same for the same seed, from any position.
 
-    Shards are shuffled and interleaved, records shuffled in a
-    `train.shuffle_buffer` window; images are decoded (any format), resized to
-    `model.image_resize`, randomly cropped to `model.image_size` and optionally
-    flipped; texts are tokenized per batch. Records whose image cannot be decoded
-    are skipped with a logged warning (the filter stage already drops them).
+    Epoch `e` reads the shards in a seeded order (`train.seed`, `e`), interleaves
+    them deterministically and shuffles records in a `train.shuffle_buffer` window
+    seeded the same way (the buffer drains at the end of an epoch); images are
+    decoded (any format), resized to `model.image_resize`, randomly cropped to
+    `model.image_size` and optionally flipped, with stateless randomness seeded by
+    the record's stream position; texts are tokenized per batch. Records whose
+    image cannot be decoded are skipped with a logged warning (the filter stage
+    already drops them).
+
+    Every batch is a function of the seed and its place in the stream alone, so a
+    run resumed from `start_position` (one past the last record a checkpoint's
+    batches used) sees exactly the batches an uninterrupted run sees. Resuming
+    skips whole epochs without reading them and reads, without decoding, the
+    records of the current epoch before `start_position`: at most one epoch.
 
     Args:
         files: pair shards, from `pair_files`.
@@ -112,31 +128,48 @@ def train_dataset(
         model: image and text sizes.
         train: `shuffle_buffer`, `random_flip`, `seed`.
         batch_size: examples per batch (the global batch, or a replica's share).
+        start_position: where to start, a `STREAM_POSITION` (0: the beginning).
 
     Returns:
         Dataset of dicts: `images` float32 `[batch_size, image_size, image_size, 3]`
         in [0, 255], `token_ids`, `segment_ids` int32 and `padding_mask` bool
-        `[batch_size, max_text_tokens]`.
+        `[batch_size, max_text_tokens]`, and `stream_position` int64 `[batch_size]`.
     """
-    shards = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=train.seed).repeat()
-    records = shards.interleave(
-        lambda path: tf.data.TFRecordDataset(path, compression_type=COMPRESSION),
-        cycle_length=min(len(files), 16),
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=False,
-    )
+    start_epoch, start_index = divmod(start_position, EPOCH_STRIDE)
+    paths = tf.constant(files)
+    cycle_length = min(len(files), 16)
 
-    def decode(record: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        pair = tf.io.parse_single_example(record, _PAIR_FEATURES)
-        image = preprocess_for_train(
-            pair["image/encoded"], model.image_size, model.image_resize, train.random_flip
+    def epoch_records(epoch: tf.Tensor) -> tf.data.Dataset:
+        order_seed, buffer_seed = tf.unstack(
+            tf.random.experimental.stateless_split(tf.stack([tf.constant(train.seed, tf.int64), epoch]))
         )
-        return image, pair["text"]
+        order = tf.random.experimental.stateless_shuffle(paths, seed=order_seed)
+        records = tf.data.Dataset.from_tensor_slices(order).interleave(
+            lambda path: tf.data.TFRecordDataset(path, compression_type=COMPRESSION),
+            cycle_length=cycle_length,
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+        # `Dataset.shuffle` merges its seed with the graph-level one in Python, which fails
+        # for a tensor seed when the global seed is 0; cleared in this function's own graph,
+        # the epoch's seed alone decides (and the stream ignores `tf.random.set_seed`).
+        tf.compat.v1.get_default_graph().seed = None
+        records = records.shuffle(train.shuffle_buffer, seed=buffer_seed[0])
+        records = records.enumerate().map(lambda index, record: (record, epoch * EPOCH_STRIDE + index))
+        return records.skip(tf.where(epoch == start_epoch, tf.constant(start_index, tf.int64), 0))
 
-    def tokenize(images: tf.Tensor, texts: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {"images": images, **tokenizer(texts)}
+    def decode(record: tf.Tensor, position: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        pair = tf.io.parse_single_example(record, _PAIR_FEATURES)
+        seed = tf.stack([position, tf.constant(train.seed, tf.int64)])
+        image = preprocess_for_train(
+            pair["image/encoded"], model.image_size, model.image_resize, train.random_flip, seed
+        )
+        return image, pair["text"], position
 
-    pairs = records.shuffle(train.shuffle_buffer, seed=train.seed)
-    pairs = pairs.map(decode, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors(log_warning=True)
+    def tokenize(images: tf.Tensor, texts: tf.Tensor, positions: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"images": images, **tokenizer(texts), STREAM_POSITION: positions}
+
+    records = tf.data.Dataset.counter(start_epoch).flat_map(epoch_records)
+    pairs = records.map(decode, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors(log_warning=True)
     batches = pairs.batch(batch_size, drop_remainder=True)
     return batches.map(tokenize, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

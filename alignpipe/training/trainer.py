@@ -9,6 +9,12 @@ The model directory (`model_dir`) holds:
 | model_config.json     | the run's whole `Config` as JSON                             |
 | history.json          | the logged rows: step, loss, temperature, learning_rate, examples_per_s |
 | training_curves.png   | loss, temperature and learning rate against step             |
+
+Checkpoints go to `train.checkpoint_dir` (by default beside the model folder), every
+`train.checkpoint_every_steps` steps, after the last step and on SIGTERM; a rerun with
+the same folder resumes from the latest and ends with the same weights and history as
+an uninterrupted run (`alignpipe.training.checkpoints`). A rerun of a finished run
+restores its last checkpoint and only rewrites the model folder.
 """
 
 from __future__ import annotations
@@ -31,7 +37,23 @@ from alignpipe.model.dual_encoder import DualEncoder, build_dual_encoder
 from alignpipe.model.encoder import CURVES_FILE, HISTORY_FILE, AlignEncoder
 from alignpipe.model.tokenizer import AlignTokenizer
 from alignpipe.progress import Progress
-from alignpipe.training.input import check_enough_pairs, pair_files, pairs_in, text_dataset, train_dataset
+from alignpipe.training.checkpoints import (
+    Preempted,
+    ResumePoint,
+    StopRequest,
+    TrainingCheckpoints,
+    checkpoint_dir,
+    saved_tokenizer,
+    stop_on_sigterm,
+)
+from alignpipe.training.input import (
+    STREAM_POSITION,
+    check_enough_pairs,
+    pair_files,
+    pairs_in,
+    text_dataset,
+    train_dataset,
+)
 from alignpipe.training.optimizer import Optimizers, make_optimizers
 from alignpipe.training.strategy import make_strategy
 
@@ -50,6 +72,7 @@ class TrainResult:
         final_loss: the loss of the last logged row.
         final_temperature: the softmax temperature after training.
         model_dir: where the model was written.
+        resumed_from_step: the step of the checkpoint the run started from (0: none).
     """
 
     history: list[dict]
@@ -59,12 +82,13 @@ class TrainResult:
     final_loss: float
     final_temperature: float
     model_dir: str
+    resumed_from_step: int = 0
 
 
 def train(
     cfg: Config, data_dir: str, model_dir: str, on_log: Callable[[dict], None] | None = None
 ) -> TrainResult:
-    """Trains a dual encoder from scratch with ALIGN's contrastive loss.
+    """Trains a dual encoder with ALIGN's contrastive loss, from scratch or from a checkpoint.
 
     Args:
         cfg: the run's configuration (`model.*`, `train.*`).
@@ -73,11 +97,14 @@ def train(
         on_log: called every `train.log_every_steps` steps (and after the first and
             last) with `{"step", "loss", "temperature", "learning_rate",
             "examples_per_s"}`; `loss` is the mean over the steps since the last row.
+            A resumed run calls it for the rows after its checkpoint only.
 
     Raises:
         InputError: no pair shards, or fewer pairs than one global batch (checked before
             anything is built, from the filter's funnel.json when it is there).
-        ConfigError: `train.batch_size` does not split evenly over the replicas.
+        ConfigError: `train.batch_size` does not split evenly over the replicas, or the
+            checkpoint folder holds a run with another configuration.
+        Preempted: SIGTERM arrived; a checkpoint of the last step done was saved.
     """
     start = time.monotonic()
     files = pair_files(data_dir)
@@ -85,28 +112,25 @@ def train(
     check_enough_pairs(num_pairs, cfg.train.batch_size, data_dir, funnel)
     log.info("training on %d pairs from %d shards in %s", num_pairs, len(files), data_dir)
     keras.utils.set_random_seed(cfg.train.seed)
-    tokenizer = AlignTokenizer.from_texts(
-        text_dataset(files), cfg.model.vocab_size, cfg.model.max_text_tokens
-    )
-    log.info("WordPiece vocabulary: %d tokens", len(tokenizer.vocabulary))
-    strategy = make_strategy(cfg.train.strategy)
-    if cfg.train.batch_size % strategy.num_replicas_in_sync:
-        raise ConfigError(
-            f"train.batch_size={cfg.train.batch_size} must be a multiple of the "
-            f"{strategy.num_replicas_in_sync} replicas of train.strategy={cfg.train.strategy!r}"
-        )
+    checkpoints_dir = checkpoint_dir(cfg, model_dir)
+    tokenizer = _tokenizer(cfg, files, checkpoints_dir)
+    strategy = _strategy(cfg)
     with strategy.scope():
         model = build_dual_encoder(cfg.model, cfg.train)
         optimizers = make_optimizers(cfg.train, model)
+    checkpoints = TrainingCheckpoints(checkpoints_dir, cfg, model, optimizers)
+    resume = checkpoints.restore()
 
     def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
         shard = files[context.input_pipeline_id :: context.num_input_pipelines] or files
         batch = context.get_per_replica_batch_size(cfg.train.batch_size)
-        return train_dataset(shard, tokenizer, cfg.model, cfg.train, batch)
+        return train_dataset(shard, tokenizer, cfg.model, cfg.train, batch, resume.stream_position)
 
     batches = iter(strategy.distribute_datasets_from_function(dataset_fn))
     train_step = _train_step_fn(strategy, model, optimizers, ContrastiveLoss(cfg.train.label_smoothing))
-    history = _train_loop(cfg, model, optimizers, lambda: train_step(batches), on_log)
+    loop = _TrainLoop(cfg, model, optimizers, checkpoints, tokenizer, resume)
+    with stop_on_sigterm() as stop:
+        history = loop.run(lambda: train_step(batches), on_log, stop)
     _write_model_dir(cfg, model, tokenizer, history, model_dir)
     seconds = time.monotonic() - start
     log.info("training done in %.0f s; model written to %s", seconds, model_dir)
@@ -118,13 +142,41 @@ def train(
         final_loss=history[-1]["loss"],
         final_temperature=float(model.temperature),
         model_dir=model_dir,
+        resumed_from_step=resume.step,
     )
+
+
+def _tokenizer(cfg: Config, files: list[str], checkpoints_dir: str) -> AlignTokenizer:
+    """The vocabulary saved beside the checkpoints when resuming, else one learnt from the alt-texts."""
+    tokenizer = saved_tokenizer(checkpoints_dir, cfg)
+    if tokenizer is None:
+        tokenizer = AlignTokenizer.from_texts(
+            text_dataset(files), cfg.model.vocab_size, cfg.model.max_text_tokens
+        )
+        log.info("WordPiece vocabulary: %d tokens", len(tokenizer.vocabulary))
+    else:
+        log.info("WordPiece vocabulary: %d tokens, from %s", len(tokenizer.vocabulary), checkpoints_dir)
+    return tokenizer
+
+
+def _strategy(cfg: Config) -> tf.distribute.Strategy:
+    strategy = make_strategy(cfg.train.strategy)
+    if cfg.train.batch_size % strategy.num_replicas_in_sync:
+        raise ConfigError(
+            f"train.batch_size={cfg.train.batch_size} must be a multiple of the "
+            f"{strategy.num_replicas_in_sync} replicas of train.strategy={cfg.train.strategy!r}"
+        )
+    return strategy
 
 
 def _train_step_fn(
     strategy: tf.distribute.Strategy, model: DualEncoder, optimizers: Optimizers, loss_fn: ContrastiveLoss
 ) -> Callable:
-    """A compiled step: each replica's loss share and gradients; returns the global loss."""
+    """A compiled step: each replica's loss share and gradients.
+
+    Returns the global loss and the input stream's position after the batch (one past
+    the furthest record in it; replicas get consecutive parts of the stream).
+    """
     variables = optimizers.weight_variables + [optimizers.temperature_variable]
 
     def replica_step(batch: dict) -> tf.Tensor:
@@ -136,52 +188,84 @@ def _train_step_fn(
         return loss
 
     @tf.function
-    def step(iterator) -> tf.Tensor:
-        per_replica_loss = strategy.run(replica_step, args=(next(iterator),))
-        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica_loss, axis=None)
+    def step(iterator) -> tuple[tf.Tensor, tf.Tensor]:
+        batch = next(iterator)
+        positions = batch.pop(STREAM_POSITION)
+        per_replica_loss = strategy.run(replica_step, args=(batch,))
+        loss = strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica_loss, axis=None)
+        return loss, tf.reduce_max(strategy.gather(positions, axis=0)) + 1
 
     return step
 
 
-def _train_loop(
-    cfg: Config,
-    model: DualEncoder,
-    optimizers: Optimizers,
-    run_step: Callable[[], tf.Tensor],
-    on_log: Callable[[dict], None] | None,
-) -> list[dict]:
-    """Runs `train.steps` steps, logging a row after the first, every `log_every_steps`, and the last."""
-    history: list[dict] = []
-    losses: list[tf.Tensor] = []
-    last_time = time.monotonic()
-    with Progress(total=cfg.train.steps, desc="train", unit="step") as progress:
-        for step in range(1, cfg.train.steps + 1):
-            losses.append(run_step())
-            progress.update(1)
-            if step != 1 and step % cfg.train.log_every_steps and step != cfg.train.steps:
-                continue
-            now = time.monotonic()
-            row = {
-                "step": step,
-                "loss": float(np.mean([float(loss) for loss in losses])),
-                "temperature": float(model.temperature),
-                "learning_rate": float(optimizers.schedule(step - 1)),
-                "examples_per_s": len(losses) * cfg.train.batch_size / max(now - last_time, 1e-9),
-            }
-            losses, last_time = [], now
-            history.append(row)
-            log.info(
-                "step %d/%d loss=%.4f temperature=%.4f learning_rate=%.3g examples/s=%.0f",
-                step,
-                cfg.train.steps,
-                row["loss"],
-                row["temperature"],
-                row["learning_rate"],
-                row["examples_per_s"],
-            )
-            if on_log is not None:
-                on_log(dict(row))
-    return history
+class _TrainLoop:
+    """Runs the steps from a `ResumePoint` to `train.steps`: logs rows, saves checkpoints."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        model: DualEncoder,
+        optimizers: Optimizers,
+        checkpoints: TrainingCheckpoints,
+        tokenizer: AlignTokenizer,
+        resume: ResumePoint,
+    ):
+        self.cfg, self.model, self.optimizers = cfg, model, optimizers
+        self.checkpoints, self.tokenizer, self.resume = checkpoints, tokenizer, resume
+        self.history = list(resume.history)
+        self.pending_losses: list = list(resume.pending_losses)  # since the last row
+        self.pending_since = (resume.step, time.monotonic())
+
+    def run(
+        self,
+        run_step: Callable[[], tuple[tf.Tensor, tf.Tensor]],
+        on_log: Callable[[dict], None] | None,
+        stop: StopRequest,
+    ) -> list[dict]:
+        """Logs a row after the first step, every `log_every_steps` and the last; saves when due."""
+        total = self.cfg.train.steps
+        if self.resume.step >= total:
+            log.info("the checkpoint is at the last step (%d): nothing left to train", total)
+        stream_position = tf.constant(self.resume.stream_position, tf.int64)
+        with Progress(total=total - self.resume.step, desc="train", unit="step") as progress:
+            for step in range(self.resume.step + 1, total + 1):
+                loss, stream_position = run_step()
+                self.pending_losses.append(loss)
+                progress.update(1)
+                if step == 1 or step % self.cfg.train.log_every_steps == 0 or step == total:
+                    self._log_row(step, on_log)
+                if self.checkpoints.due(step) or stop.requested:
+                    losses = [float(loss) for loss in self.pending_losses]
+                    path = self.checkpoints.save(
+                        step, int(stream_position), self.history, losses, self.tokenizer
+                    )
+                    if stop.requested and step < total:
+                        raise Preempted(step, total, path)
+        return self.history
+
+    def _log_row(self, step: int, on_log: Callable[[dict], None] | None) -> None:
+        since_step, since_time = self.pending_since
+        now = time.monotonic()
+        row = {
+            "step": step,
+            "loss": float(np.mean([float(loss) for loss in self.pending_losses])),
+            "temperature": float(self.model.temperature),
+            "learning_rate": float(self.optimizers.schedule(step - 1)),
+            "examples_per_s": (step - since_step) * self.cfg.train.batch_size / max(now - since_time, 1e-9),
+        }
+        self.pending_losses, self.pending_since = [], (step, now)
+        self.history.append(row)
+        log.info(
+            "step %d/%d loss=%.4f temperature=%.4f learning_rate=%.3g examples/s=%.0f",
+            step,
+            self.cfg.train.steps,
+            row["loss"],
+            row["temperature"],
+            row["learning_rate"],
+            row["examples_per_s"],
+        )
+        if on_log is not None:
+            on_log(dict(row))
 
 
 def _write_model_dir(
