@@ -128,9 +128,10 @@ class FilterConfig:
 class ModelConfig:
     """The dual encoder: EfficientNet image tower, BERT text tower."""
 
-    image_encoder: str = "efficientnet_b7"  # efficientnet_b0..b7 or efficientnet_scaled
-    image_width_coefficient: float = 1.0  # efficientnet_scaled only
-    image_depth_coefficient: float = 1.0  # efficientnet_scaled only
+    image_encoder: str = "efficientnet_b7"  # efficientnet_b0..b7, efficientnet[v2]_scaled
+    image_width_coefficient: float = 1.0  # *_scaled only
+    image_depth_coefficient: float = 1.0  # *_scaled only
+    image_dropout: float = 0.2  # stochastic depth, *_scaled only (b0..b7: keras' 0.2)
     image_size: int = 289  # train crop / eval center crop
     image_resize: int = 346  # resize before the crop
     text_layers: int = 12  # BERT-Base; the headline model uses BERT-Large
@@ -304,7 +305,8 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "scrape.source": ("crawl", "url_list", "warc"),
     "scrape.image_hosts": ("any", "allowed"),
     "scrape.resize_mode": ("no", "keep_ratio", "center_crop"),
-    "model.image_encoder": ("efficientnet_scaled",) + tuple(f"efficientnet_b{i}" for i in range(8)),
+    "model.image_encoder": ("efficientnet_scaled", "efficientnetv2_scaled")
+    + tuple(f"efficientnet_b{i}" for i in range(8)),
     "train.optimizer": ("lamb", "adamw"),
     "train.strategy": ("default", "mirrored", "tpu"),
 }
@@ -350,6 +352,7 @@ def validate(cfg: Config) -> Config:
     non_negative = {
         "train.warmup_steps",
         "train.seed",
+        "model.image_dropout",
         "filter.eval_duplicate_max_hamming",
         "filter.unsafe_image_max_hamming",
         "filter.rare_token_min_word_share",
@@ -367,6 +370,7 @@ def validate(cfg: Config) -> Config:
         value = flat[key]
         if value < 0 or (value == 0 and key not in non_negative):
             raise ConfigError(f"{key}={value!r} must be {'>= 0' if key in non_negative else '> 0'}")
+    _check(cfg.model.image_dropout < 1, "model.image_dropout", cfg.model.image_dropout, "< 1")
     _check(cfg.filter.max_aspect_ratio > 1, "filter.max_aspect_ratio", cfg.filter.max_aspect_ratio, "> 1")
     _check(
         cfg.filter.rare_token_min_word_share <= 1,

@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import mlflow
+import numpy as np
 from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
+from mlflow.types import ColSpec, DataType, Schema, TensorSpec
 
+from alignpipe import fs
 from alignpipe.config import Config
 from alignpipe.errors import InputError
+from alignpipe.model.encoder import CONFIG_FILE
 from alignpipe.promotion import challenger_wins
-from components.mlflow_model import PIP_REQUIREMENTS, AlignPyfuncModel
+
+# The pyfunc's code (MLflow "models from code"): it runs where the model is loaded, without
+# this project, on these packages alone (mlflow adds itself).
+MODEL_CODE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mlflow_model.py")
+PIP_REQUIREMENTS = ["tensorflow==2.21.0", "tensorflow-text==2.21.1"]
 
 log = logging.getLogger("alignpipe")
 
@@ -40,9 +50,10 @@ def register_model(cfg: Config, model_dir: str, eval_metrics: dict[str, float]) 
 
     info = mlflow.pyfunc.log_model(
         name="model",
-        python_model=AlignPyfuncModel(),
+        python_model=MODEL_CODE,
         artifacts={"model_dir": model_dir},
         pip_requirements=PIP_REQUIREMENTS,
+        signature=model_signature(model_dir),
         registered_model_name=reg.model_name,
     )
     version = str(info.registered_model_version)
@@ -86,3 +97,12 @@ def _champion(client: MlflowClient, name: str, alias: str) -> tuple[str | None, 
         return None, None
     score = version.tags.get(SCORE_TAG)
     return version.version, float(score) if score is not None else None
+
+
+def model_signature(model_dir: str) -> ModelSignature:
+    """One of `text` (strings) or `image` (encoded bytes) in; `[N, embed_dim]` float32 out."""
+    embed_dim = Config.from_json(fs.read_text(fs.join(model_dir, CONFIG_FILE))).model.embed_dim
+    inputs = Schema(
+        [ColSpec(DataType.string, "text", required=False), ColSpec(DataType.binary, "image", required=False)]
+    )
+    return ModelSignature(inputs=inputs, outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, embed_dim))]))

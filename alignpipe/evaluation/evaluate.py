@@ -60,7 +60,11 @@ def evaluate(cfg: Config, model_dir: str, num_examples: int = 8) -> EvalResult:
     """
     if not cfg.eval.retrieval_set and not cfg.eval.classification_set:
         raise InputError("nothing to evaluate: eval.retrieval_set and eval.classification_set are both empty")
-    encoder = AlignEncoder.load(model_dir)
+    return evaluate_encoder(cfg, AlignEncoder.load(model_dir), num_examples)
+
+
+def evaluate_encoder(cfg: Config, encoder: AlignEncoder, num_examples: int = 8) -> EvalResult:
+    """`evaluate` for an encoder in memory (e.g. a model still being trained)."""
     metrics: dict[str, float] = {}
     examples: dict[str, list[dict]] = {"text_to_image": [], "image_to_text": []}
     counts: dict[str, int] = {}

@@ -116,6 +116,7 @@ def build_dual_encoder(model: ModelConfig, train: TrainConfig) -> DualEncoder:
         embed_dim=model.embed_dim,
         width_coefficient=model.image_width_coefficient,
         depth_coefficient=model.image_depth_coefficient,
+        dropout=model.image_dropout,
         name="image_encoder",
     )
     text_encoder = TextEncoder(

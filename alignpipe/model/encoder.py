@@ -13,6 +13,7 @@ from alignpipe import fs
 from alignpipe.config import Config
 from alignpipe.errors import InputError
 from alignpipe.model.dual_encoder import DualEncoder
+from alignpipe.model.export import SAVED_MODEL_DIR, export_saved_model
 from alignpipe.model.image_preprocessing import center_crop, preprocess_for_eval, resize_shorter_side
 from alignpipe.model.tokenizer import AlignTokenizer
 
@@ -85,7 +86,7 @@ class AlignEncoder:
         return cls(model, tokenizer, config)
 
     def save(self, model_dir: str) -> None:
-        """Writes `model.keras`, `vocab.txt` and `model_config.json` into `model_dir`."""
+        """Writes `model.keras`, `vocab.txt`, `model_config.json` and `saved_model/` into `model_dir`."""
         fs.makedirs(model_dir)
         with tempfile.TemporaryDirectory() as tmp:
             local = os.path.join(tmp, MODEL_FILE)
@@ -94,6 +95,7 @@ class AlignEncoder:
                 fs.write_bytes(fs.join(model_dir, MODEL_FILE), f.read())
         self.tokenizer.save(fs.join(model_dir, VOCAB_FILE))
         fs.write_text(fs.join(model_dir, CONFIG_FILE), self.config.to_json())
+        export_saved_model(self, fs.join(model_dir, SAVED_MODEL_DIR))
 
     def embed_images(self, images: list[bytes] | np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Unit-norm image embeddings, with evaluation preprocessing (resize, center crop).

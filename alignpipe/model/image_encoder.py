@@ -22,7 +22,26 @@ _B0_STACKS = {
     "batch_norm_epsilon": 1e-3,
 }
 
-ARCHITECTURES = ("efficientnet_scaled",) + tuple(f"efficientnet_b{i}" for i in range(8))
+# EfficientNetV2-B0's stacks (Tan & Le, 2021, the `efficientnetv2-b0` block strings of the
+# reference implementation): fused MBConv (one 3x3 convolution instead of 1x1 expansion +
+# depthwise) in the early, high-resolution stages, MBConv with squeeze-and-excitation after.
+_V2_B0_STACKS = {
+    "stackwise_kernel_sizes": [3, 3, 3, 3, 3, 3],
+    "stackwise_num_repeats": [1, 2, 2, 3, 5, 8],
+    "stackwise_input_filters": [32, 16, 32, 48, 96, 112],
+    "stackwise_output_filters": [16, 32, 48, 96, 112, 192],
+    "stackwise_expansion_ratios": [1, 4, 4, 4, 6, 6],
+    "stackwise_strides": [1, 2, 2, 2, 1, 2],
+    "stackwise_squeeze_and_excite_ratios": [0.0, 0.0, 0.0, 0.25, 0.25, 0.25],
+    "stackwise_block_types": ["fused"] * 3 + ["unfused"] * 3,
+    "min_depth": None,
+    "use_depth_divisor_as_min_depth": True,
+    "cap_round_filter_decrease": True,
+    "batch_norm_epsilon": 1e-3,
+}
+
+_SCALED_STACKS = {"efficientnet_scaled": _B0_STACKS, "efficientnetv2_scaled": _V2_B0_STACKS}
+ARCHITECTURES = tuple(_SCALED_STACKS) + tuple(f"efficientnet_b{i}" for i in range(8))
 
 
 @keras.saving.register_keras_serializable(package="alignpipe")
@@ -37,15 +56,18 @@ class ImageEncoder(keras.Model):
     linear `image_projection` maps it to `embed_dim`; the paper's B7 + 640 needs none.
 
     `efficientnet_b0..b7` come from `keras.applications` (randomly initialised);
-    `efficientnet_scaled` is keras-hub's `EfficientNetBackbone` with B0's stacks and
+    `efficientnet_scaled` and `efficientnetv2_scaled` are keras-hub's
+    `EfficientNetBackbone` with the stacks of EfficientNet-B0 or EfficientNetV2-B0 and
     the given width and depth coefficients (B0 = 1.0 / 1.0, B7 = 2.0 / 3.1).
 
     Args:
         architecture: one of `ARCHITECTURES`.
         image_size: side of the square input images.
         embed_dim: size of the output embedding.
-        width_coefficient: channel multiplier, `efficientnet_scaled` only.
-        depth_coefficient: block-repeat multiplier, `efficientnet_scaled` only.
+        width_coefficient: channel multiplier, `*_scaled` only.
+        depth_coefficient: block-repeat multiplier, `*_scaled` only.
+        dropout: stochastic-depth rate of the last block (earlier blocks get linearly
+            less), as in EfficientNet's training recipe (0.2); `*_scaled` only.
 
     Call:
         images: float32 `[batch, image_size, image_size, 3]`, RGB values in [0, 255].
@@ -68,10 +90,11 @@ class ImageEncoder(keras.Model):
         embed_dim: int,
         width_coefficient: float = 1.0,
         depth_coefficient: float = 1.0,
+        dropout: float = 0.2,
         **kwargs,
     ):
         # === Layers ===
-        trunk = efficientnet_trunk(architecture, image_size, width_coefficient, depth_coefficient)
+        trunk = efficientnet_trunk(architecture, image_size, width_coefficient, depth_coefficient, dropout)
         pooling = keras.layers.GlobalAveragePooling2D(name="avg_pool")
         normalize = keras.layers.UnitNormalization(axis=-1, name="image_embedding")
 
@@ -88,6 +111,7 @@ class ImageEncoder(keras.Model):
         self.embed_dim = embed_dim
         self.width_coefficient = width_coefficient
         self.depth_coefficient = depth_coefficient
+        self.dropout = dropout
 
     def get_config(self) -> dict:
         return {
@@ -98,19 +122,25 @@ class ImageEncoder(keras.Model):
             "embed_dim": self.embed_dim,
             "width_coefficient": self.width_coefficient,
             "depth_coefficient": self.depth_coefficient,
+            "dropout": self.dropout,
         }
 
 
 def efficientnet_trunk(
-    architecture: str, image_size: int, width_coefficient: float = 1.0, depth_coefficient: float = 1.0
+    architecture: str,
+    image_size: int,
+    width_coefficient: float = 1.0,
+    depth_coefficient: float = 1.0,
+    dropout: float = 0.2,
 ) -> keras.Model:
     """EfficientNet up to (not including) its 1x1 `top_conv` head.
 
     Args:
         architecture: one of `ARCHITECTURES`.
         image_size: side of the square input images.
-        width_coefficient: channel multiplier, `efficientnet_scaled` only.
-        depth_coefficient: block-repeat multiplier, `efficientnet_scaled` only.
+        width_coefficient: channel multiplier, `*_scaled` only.
+        depth_coefficient: block-repeat multiplier, `*_scaled` only.
+        dropout: stochastic-depth rate of the last block, `*_scaled` only.
 
     Returns:
         A model mapping `[batch, image_size, image_size, 3]` RGB in [0, 255] to the
@@ -120,12 +150,13 @@ def efficientnet_trunk(
         ValueError: unknown architecture.
     """
     shape = (image_size, image_size, 3)
-    if architecture == "efficientnet_scaled":
+    if architecture in _SCALED_STACKS:
         images = keras.Input(shape=shape, name="images")
         backbone = keras_hub.models.EfficientNetBackbone(
-            **_B0_STACKS,
+            **_SCALED_STACKS[architecture],
             width_coefficient=width_coefficient,
             depth_coefficient=depth_coefficient,
+            dropout=dropout,
             input_shape=shape,
             name="efficientnet_backbone",
         )

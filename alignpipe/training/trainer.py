@@ -7,6 +7,7 @@ The model directory (`model_dir`) holds:
 | model.keras           | the `DualEncoder` (Keras 3 format; `AlignEncoder.load` reads it) |
 | vocab.txt             | the WordPiece vocabulary, one token a line                   |
 | model_config.json     | the run's whole `Config` as JSON                             |
+| saved_model/          | SavedModel: `embed_image` / `embed_text` from bytes / strings (`model.export`) |
 | history.json          | the logged rows: step, loss, temperature, learning_rate, examples_per_s |
 | training_curves.png   | loss, temperature and learning rate against step             |
 

@@ -69,6 +69,21 @@ def test_image_projection_only_when_sizes_differ():
     assert "image_projection" in [layer.name for layer in other.layers]
 
 
+def test_efficientnetv2_trunk_uses_fused_blocks_early_and_scales():
+    """V2-B0's stacks: fused MBConv in stages 1-3, MBConv after; 192 * width channels out."""
+    trunk = efficientnet_trunk("efficientnetv2_scaled", 32, width_coefficient=0.5, depth_coefficient=0.5)
+    body = trunk.get_layer("efficientnet_body")
+    kinds = {type(layer).__name__ for layer in body.layers}
+    assert {"FusedMBConvBlock", "MBConvBlock"} <= kinds
+    assert trunk.output.shape[-1] == 96
+
+
+def test_image_dropout_round_trips_through_the_config():
+    encoder = ImageEncoder("efficientnetv2_scaled", 32, 16, 0.25, 0.25, dropout=0.0)
+    restored = ImageEncoder.from_config(encoder.get_config())
+    assert restored.dropout == 0.0 and restored.architecture == "efficientnetv2_scaled"
+
+
 def test_unknown_architecture_is_rejected():
     with pytest.raises(ValueError, match="unknown image encoder"):
         efficientnet_trunk("resnet50", 32)

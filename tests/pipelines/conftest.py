@@ -77,6 +77,14 @@ def run_cli(*args: str, timeout: float = 1800, cwd: str | None = None) -> subpro
     )
 
 
+def model_dir_of(work_dir: str) -> str:
+    """The model folder a local pipeline run in `work_dir` wrote (the train task's output)."""
+    for root, _, files in os.walk(os.path.join(work_dir, "kfp-root")):
+        if "model.keras" in files:
+            return root
+    raise AssertionError("no model folder under kfp-root")
+
+
 @pytest.fixture(scope="session")
 def pipeline_run(mlflow_server, tmp_path_factory):
     """One `alignpipe run` of the whole DAG on the demo web, tracked on the MLflow server."""

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from components.tracking import PIPELINE_JOB_TAG, ROLE_TAG, STAGE_TAG
-from tests.pipelines.conftest import run_cli
+from tests.pipelines.conftest import model_dir_of, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -114,7 +113,7 @@ def test_summary_printed(pipeline_run):
 def test_challenger_only_replaces_a_better_champion(pipeline_run, runs, tmp_path):
     """Standalone `register`: a worse model keeps the champion, a better one takes it."""
     client, _, stages = runs
-    model_dir = _model_dir(pipeline_run["work_dir"])
+    model_dir = model_dir_of(pipeline_run["work_dir"])
     best = stages["evaluate"].data.metrics["image_to_text_r1"]
     for score, promoted, expected_champion in ((best - 0.01, False, "1"), (best + 0.01, True, "3")):
         metrics = tmp_path / f"metrics-{score}.json"
@@ -134,10 +133,3 @@ def test_challenger_only_replaces_a_better_champion(pipeline_run, runs, tmp_path
         assert json.loads(proc.stdout)["promoted"] is promoted
         champion = client.get_model_version_by_alias("align-dual-encoder", "champion")
         assert champion.version == expected_champion
-
-
-def _model_dir(work_dir: str) -> str:
-    for root, _, files in os.walk(os.path.join(work_dir, "kfp-root")):
-        if "vocab.txt" in files:
-            return root
-    raise AssertionError("no model folder under kfp-root")
