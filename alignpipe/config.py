@@ -158,6 +158,8 @@ class TrainConfig:
     label_smoothing: float = 0.1
     random_flip: bool = True
     strategy: str = "default"  # default | mirrored | tpu
+    precision: str = "auto"  # auto (bfloat16 on TPUs and GPUs >= sm80) | float32 | mixed_bfloat16
+    steps_per_execution: int = 1  # steps per compiled call: more keeps a TPU busy between calls
     shuffle_buffer: int = 10_000
     log_every_steps: int = 100
     seed: int = 0
@@ -309,6 +311,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     + tuple(f"efficientnet_b{i}" for i in range(8)),
     "train.optimizer": ("lamb", "adamw"),
     "train.strategy": ("default", "mirrored", "tpu"),
+    "train.precision": ("auto", "float32", "mixed_bfloat16"),
 }
 
 

@@ -86,16 +86,24 @@ class AlignEncoder:
         return cls(model, tokenizer, config)
 
     def save(self, model_dir: str) -> None:
-        """Writes `model.keras`, `vocab.txt`, `model_config.json` and `saved_model/` into `model_dir`."""
+        """Writes `model.keras`, `vocab.txt`, `model_config.json` and `saved_model/` into `model_dir`.
+
+        A model folder always computes in float32, as `load` reads it: a model trained
+        in mixed precision (float32 weights) is exported from its float32 reload.
+        """
         fs.makedirs(model_dir)
         with tempfile.TemporaryDirectory() as tmp:
             local = os.path.join(tmp, MODEL_FILE)
             self.model.save(local)
             with open(local, "rb") as f:
                 fs.write_bytes(fs.join(model_dir, MODEL_FILE), f.read())
-        self.tokenizer.save(fs.join(model_dir, VOCAB_FILE))
-        fs.write_text(fs.join(model_dir, CONFIG_FILE), self.config.to_json())
-        export_saved_model(self, fs.join(model_dir, SAVED_MODEL_DIR))
+            exported = self
+            if self.model.compute_dtype != "float32":
+                reloaded = keras.saving.load_model(local, compile=False)
+                exported = AlignEncoder(reloaded, self.tokenizer, self.config)
+            self.tokenizer.save(fs.join(model_dir, VOCAB_FILE))
+            fs.write_text(fs.join(model_dir, CONFIG_FILE), self.config.to_json())
+            export_saved_model(exported, fs.join(model_dir, SAVED_MODEL_DIR))
 
     def embed_images(self, images: list[bytes] | np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Unit-norm image embeddings, with evaluation preprocessing (resize, center crop).

@@ -96,7 +96,7 @@ class ImageEncoder(keras.Model):
         # === Layers ===
         trunk = efficientnet_trunk(architecture, image_size, width_coefficient, depth_coefficient, dropout)
         pooling = keras.layers.GlobalAveragePooling2D(name="avg_pool")
-        normalize = keras.layers.UnitNormalization(axis=-1, name="image_embedding")
+        normalize = keras.layers.UnitNormalization(axis=-1, name="image_embedding", dtype="float32")
 
         # === Functional model ===
         images = keras.Input(shape=(image_size, image_size, 3), name="images")

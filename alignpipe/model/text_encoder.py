@@ -66,7 +66,7 @@ class TextEncoder(keras.Model):
         # The [CLS] embedding replaces BERT's tanh pooler, which would get no gradient.
         bert.get_layer("pooled_dense").trainable = False
         projection = keras.layers.Dense(embed_dim, name="text_projection")
-        normalize = keras.layers.UnitNormalization(axis=-1, name="text_embedding")
+        normalize = keras.layers.UnitNormalization(axis=-1, name="text_embedding", dtype="float32")
 
         # === Functional model ===
         inputs = {

@@ -62,7 +62,8 @@ log = logging.getLogger("alignpipe")
 CONFIG_FILE = "config.json"
 
 # Keys that may differ between a checkpoint's run and the run that resumes it: they
-# change how often things are logged or saved, or where, not what is trained.
+# change how often things are logged or saved, or where, or on which devices and in which
+# precision the same steps run, not what is trained.
 RESUMABLE_CHANGES = frozenset(
     {
         "train.log_every_steps",
@@ -70,6 +71,8 @@ RESUMABLE_CHANGES = frozenset(
         "train.checkpoint_every_steps",
         "train.keep_checkpoints",
         "train.strategy",
+        "train.precision",
+        "train.steps_per_execution",
     }
 )
 

@@ -56,7 +56,7 @@ from alignpipe.training.input import (
     train_dataset,
 )
 from alignpipe.training.optimizer import Optimizers, make_optimizers
-from alignpipe.training.strategy import make_strategy
+from alignpipe.training.strategy import dtype_policy, make_strategy, precision_policy
 
 log = logging.getLogger("alignpipe")
 
@@ -116,7 +116,9 @@ def train(
     checkpoints_dir = checkpoint_dir(cfg, model_dir)
     tokenizer = _tokenizer(cfg, files, checkpoints_dir)
     strategy = _strategy(cfg)
-    with strategy.scope():
+    policy = precision_policy(cfg.train.precision, strategy)
+    log.info("precision: %s, %d step(s) per call", policy, cfg.train.steps_per_execution)
+    with strategy.scope(), dtype_policy(policy):
         model = build_dual_encoder(cfg.model, cfg.train)
         optimizers = make_optimizers(cfg.train, model)
     checkpoints = TrainingCheckpoints(checkpoints_dir, cfg, model, optimizers)
@@ -131,7 +133,7 @@ def train(
     train_step = _train_step_fn(strategy, model, optimizers, ContrastiveLoss(cfg.train.label_smoothing))
     loop = _TrainLoop(cfg, model, optimizers, checkpoints, tokenizer, resume)
     with stop_on_sigterm() as stop:
-        history = loop.run(lambda: train_step(batches), on_log, stop)
+        history = loop.run(lambda count: train_step(batches, tf.constant(count, tf.int32)), on_log, stop)
     _write_model_dir(cfg, model, tokenizer, history, model_dir)
     seconds = time.monotonic() - start
     log.info("training done in %.0f s; model written to %s", seconds, model_dir)
@@ -173,30 +175,42 @@ def _strategy(cfg: Config) -> tf.distribute.Strategy:
 def _train_step_fn(
     strategy: tf.distribute.Strategy, model: DualEncoder, optimizers: Optimizers, loss_fn: ContrastiveLoss
 ) -> Callable:
-    """A compiled step: each replica's loss share and gradients.
+    """A compiled function that runs `count` steps (a tensor: no retracing per count).
 
-    Returns the global loss and the input stream's position after the batch (one past
-    the furthest record in it; replicas get consecutive parts of the stream).
+    Returns each step's global loss `[count]` and the input stream's position after
+    the last batch (one past the furthest record in it; replicas get consecutive
+    parts of the stream). Several steps per call (`train.steps_per_execution`) keep
+    an accelerator busy between the host's calls, as Keras' `steps_per_execution`.
     """
     variables = optimizers.weight_variables + [optimizers.temperature_variable]
 
     def replica_step(batch: dict) -> tf.Tensor:
         with tf.GradientTape() as tape:
             outputs = model(batch, training=True)
-            loss = loss_fn(outputs["image_embeddings"], outputs["text_embeddings"], model.temperature)
+            image_embeddings = tf.cast(outputs["image_embeddings"], tf.float32)
+            text_embeddings = tf.cast(outputs["text_embeddings"], tf.float32)
+            loss = loss_fn(image_embeddings, text_embeddings, model.temperature)
         gradients = tape.gradient(loss, variables)
         optimizers.apply(gradients[:-1], gradients[-1])
         return loss
 
-    @tf.function
-    def step(iterator) -> tuple[tf.Tensor, tf.Tensor]:
+    def one_step(iterator) -> tuple[tf.Tensor, tf.Tensor]:
         batch = next(iterator)
         positions = batch.pop(STREAM_POSITION)
         per_replica_loss = strategy.run(replica_step, args=(batch,))
         loss = strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica_loss, axis=None)
         return loss, tf.reduce_max(strategy.gather(positions, axis=0)) + 1
 
-    return step
+    @tf.function
+    def steps(iterator, count: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        losses = tf.TensorArray(tf.float32, size=count)
+        position = tf.constant(0, tf.int64)
+        for index in tf.range(count):
+            loss, position = one_step(iterator)
+            losses = losses.write(index, tf.cast(loss, tf.float32))
+        return losses.stack(), position
+
+    return steps
 
 
 class _TrainLoop:
@@ -219,37 +233,56 @@ class _TrainLoop:
 
     def run(
         self,
-        run_step: Callable[[], tuple[tf.Tensor, tf.Tensor]],
+        run_steps: Callable[[int], tuple[tf.Tensor, tf.Tensor]],
         on_log: Callable[[dict], None] | None,
         stop: StopRequest,
     ) -> list[dict]:
-        """Logs a row after the first step, every `log_every_steps` and the last; saves when due."""
+        """Logs a row after the first step, every `log_every_steps` and the last; saves when due.
+
+        `run_steps(n)` runs n steps in one call: up to `train.steps_per_execution`, and
+        never past the next step that logs, saves or ends the run.
+        """
         total = self.cfg.train.steps
         if self.resume.step >= total:
             log.info("the checkpoint is at the last step (%d): nothing left to train", total)
         stream_position = tf.constant(self.resume.stream_position, tf.int64)
+        step = self.resume.step
         with Progress(total=total - self.resume.step, desc="train", unit="step") as progress:
-            for step in range(self.resume.step + 1, total + 1):
-                loss, stream_position = run_step()
-                self.pending_losses.append(loss)
-                progress.update(1)
+            while step < total:
+                count = self._steps_to_next_stop(step)
+                losses, stream_position = run_steps(count)
+                step += count
+                self.pending_losses.append(losses)
+                progress.update(count)
                 if step == 1 or step % self.cfg.train.log_every_steps == 0 or step == total:
                     self._log_row(step, on_log)
                 if self.checkpoints.due(step) or stop.requested:
-                    losses = [float(loss) for loss in self.pending_losses]
                     path = self.checkpoints.save(
-                        step, int(stream_position), self.history, losses, self.tokenizer
+                        step, int(stream_position), self.history, self._pending(), self.tokenizer
                     )
                     if stop.requested and step < total:
                         raise Preempted(step, total, path)
         return self.history
+
+    def _steps_to_next_stop(self, step: int) -> int:
+        """Steps from `step` to the next one that logs or saves, at most `steps_per_execution`."""
+        train = self.cfg.train
+        stops = [train.steps, _next_multiple(step, train.log_every_steps)]
+        stops.append(_next_multiple(step, train.checkpoint_every_steps))
+        if step == 0:
+            stops.append(1)
+        return min(train.steps_per_execution, min(stops) - step)
+
+    def _pending(self) -> list[float]:
+        """The losses of the steps since the last row, one float per step."""
+        return [float(loss) for losses in self.pending_losses for loss in np.atleast_1d(np.asarray(losses))]
 
     def _log_row(self, step: int, on_log: Callable[[dict], None] | None) -> None:
         since_step, since_time = self.pending_since
         now = time.monotonic()
         row = {
             "step": step,
-            "loss": float(np.mean([float(loss) for loss in self.pending_losses])),
+            "loss": float(np.mean(self._pending())),
             "temperature": float(self.model.temperature),
             "learning_rate": float(self.optimizers.schedule(step - 1)),
             "examples_per_s": (step - since_step) * self.cfg.train.batch_size / max(now - since_time, 1e-9),
@@ -275,3 +308,7 @@ def _write_model_dir(
     AlignEncoder(model, tokenizer, cfg).save(model_dir)
     fs.write_json(fs.join(model_dir, HISTORY_FILE), history)
     fs.write_bytes(fs.join(model_dir, CURVES_FILE), plot_training_curves(history))
+
+
+def _next_multiple(step: int, every: int) -> int:
+    return (step // every + 1) * every

@@ -9,6 +9,8 @@ import sys
 
 import numpy as np
 import pytest
+import tensorflow as tf
+import tensorflow_text  # noqa: F401  (the SavedModel's WordPiece ops)
 
 from alignpipe.config import Config, load_config
 from alignpipe.errors import InputError
@@ -49,7 +51,14 @@ def test_train_writes_a_loadable_model_dir(shards_dir, tmp_path):
     assert result.final_temperature != 1.0  # the temperature is trained
 
     files = sorted(os.listdir(model_dir))
-    assert files == ["history.json", "model.keras", "model_config.json", "training_curves.png", "vocab.txt"]
+    assert files == [
+        "history.json",
+        "model.keras",
+        "model_config.json",
+        "saved_model",
+        "training_curves.png",
+        "vocab.txt",
+    ]
     with open(os.path.join(model_dir, "history.json")) as f:
         assert json.load(f) == logged
     with open(os.path.join(model_dir, "model_config.json")) as f:
@@ -115,3 +124,39 @@ def test_train_under_mirrored_strategy_on_two_cpus(shards_dir, tmp_path):
     losses = json.loads(out.stdout.split("LOSSES", 1)[1].strip())
     np.testing.assert_allclose(losses[0], 2 * np.log(8), rtol=0.05)  # the global batch's chance level
     assert AlignEncoder.load(model_dir).embed_texts(["a red square"]).shape == (1, 16)
+
+
+@pytest.mark.large
+def test_several_steps_per_call_train_exactly_as_one(shards_dir, tmp_path):
+    """steps_per_execution changes how steps are dispatched, not what they compute."""
+    runs = {}
+    for per_call in (1, 3):
+        cfg = load_config(
+            "local",
+            "tiny",
+            [*SMALL, "train.steps=7", "train.log_every_steps=5", f"train.steps_per_execution={per_call}"],
+        )
+        result = train(cfg, shards_dir, str(tmp_path / f"model-{per_call}"))
+        runs[per_call] = (result, AlignEncoder.load(result.model_dir).embed_texts(["a red square"]))
+    (one, one_texts), (three, three_texts) = runs[1], runs[3]
+    assert [row["step"] for row in three.history] == [1, 5, 7]
+    np.testing.assert_allclose(
+        [r["loss"] for r in three.history], [r["loss"] for r in one.history], rtol=1e-6
+    )
+    np.testing.assert_allclose(three_texts, one_texts, atol=1e-6)
+
+
+@pytest.mark.large
+def test_mixed_bfloat16_trains_and_the_model_folder_computes_in_float32(shards_dir, tmp_path, caplog):
+    cfg = load_config("local", "tiny", [*SMALL, "train.precision=mixed_bfloat16"])
+    with caplog.at_level("INFO", logger="alignpipe"):
+        result = train(cfg, shards_dir, str(tmp_path / "model"))
+    assert "precision: mixed_bfloat16" in caplog.text
+    assert np.isfinite([row["loss"] for row in result.history]).all()
+    encoder = AlignEncoder.load(result.model_dir)
+    assert encoder.model.image_encoder.get_layer("efficientnet").dtype_policy.name == "float32"
+    saved = tf.saved_model.load(os.path.join(result.model_dir, "saved_model"))
+    texts = ["a red square", "a blue circle"]
+    exported = saved.signatures["embed_text"](texts=tf.constant(texts))["embeddings"].numpy()
+    assert exported.dtype == np.float32
+    np.testing.assert_allclose(exported, encoder.embed_texts(texts), atol=1e-5)
