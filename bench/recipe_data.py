@@ -53,8 +53,12 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+EXTRA_SETTINGS: list[str] = []  # --set KEY=VALUE given on the command line, for every stage
+
+
 def stage(*args: str, experiment: str, work_dir: str) -> None:
     command = [*ALIGNPIPE, *args, "--experiment", experiment, "--work-dir", work_dir]
+    command += [arg for setting in EXTRA_SETTINGS for arg in ("--set", setting)]
     log("+", " ".join(command[2:]))
     subprocess.run(command, check=True)
 
@@ -156,7 +160,9 @@ def main() -> None:
     parser.add_argument("out")
     parser.add_argument("--experiment", default="tiny")
     parser.add_argument("--sets", default="stamps,demo")
+    parser.add_argument("--set", action="append", default=[], dest="settings", metavar="KEY=VALUE")
     args = parser.parse_args()
+    EXTRA_SETTINGS.extend(args.settings)
     sets = args.sets.split(",")
     if "stamps" in sets:
         stamps(args.stamps_dir, os.path.join(args.out, "stamps"), args.experiment)

@@ -9,6 +9,11 @@ Outputs, in `out_dir`:
 - `funnel.json`, `funnel.png`: the counts (see `alignpipe.filtering.funnel`), and warnings,
   also logged, when a rule drops most of what reaches it or fewer pairs than one
   training batch are kept.
+- `vocab.txt`: the text tower's WordPiece vocabulary (`model.vocab_size` tokens at most, one
+  a line), learnt from the kept alt-texts as the trainer would learn it
+  (`alignpipe.filtering.wordpiece`); the trainer reads it instead of learning it again.
+- `corpus_stats.json`, `corpus_stats.png`, `drift_report.json`: the kept pairs' statistics
+  and how far they moved from the last run's (`alignpipe.filtering.stats`).
 
 Shape of the pipeline. Every statistic is computed over the RAW input, as the paper does,
 and from metadata only (`PairMeta`: SHA-256, text, size, pHash; no image bytes):
@@ -24,6 +29,7 @@ and from metadata only (`PairMeta`: SHA-256, text, size, pHash; no image bytes):
     decisions -> dropped: JSONL | outcome counts -> funnel
               -> kept (shard, index) -> GroupByKey(shard) -> CopyKept: each shard is read
                  again and its kept records copied into the output shard of its number
+              -> kept alt-texts -> WordPieceVocabulary (word counts, top-N) -> vocab.txt
     evaluation images -> pHash -> PHashIndex (side input)
     blocklist file    -> PHashIndex (side input)
 
@@ -89,7 +95,9 @@ from alignpipe.filtering.stats import (
     write_stats_json,
 )
 from alignpipe.filtering.vocabulary import VocabularyTokensPerText
+from alignpipe.filtering.wordpiece import WordPieceVocabulary
 from alignpipe.imaging.phash import PHashIndex, phash, read_blocklist
+from alignpipe.model.reserved_tokens import RESERVED_TOKENS, VOCAB_FILE
 
 __all__ = [
     "FunnelReport",
@@ -112,12 +120,14 @@ _STAGING = "_staging"  # outputs are written here, then moved into place when co
 def run_filter(cfg: Config, in_dir: str, out_dir: str, previous_stats: dict | None = None) -> FunnelReport:
     """Filters the raw pairs of `in_dir` into `out_dir` and reports the funnel.
 
-    Also writes the kept pairs' statistics (`corpus_stats.json`, `.png`) and how far they
-    moved from `previous_stats` (`drift_report.json`; drift is logged as a warning).
+    Also writes the kept pairs' statistics (`corpus_stats.json`, `.png`), how far they
+    moved from `previous_stats` (`drift_report.json`; drift is logged as a warning), and
+    the WordPiece vocabulary of their alt-texts (`vocab.txt`).
 
     Args:
         cfg: thresholds from `cfg.filter`, evaluation sets from `cfg.eval`, Beam
-            options from `cfg.runner.beam_args`.
+            options from `cfg.runner.beam_args`, the vocabulary's size from
+            `cfg.model.vocab_size`.
         in_dir: folder of raw pair shards (`shard_pattern(in_dir)`).
         out_dir: output folder (created; earlier outputs of this stage are replaced).
         previous_stats: the last run's statistics; default: those of the output being
@@ -162,6 +172,7 @@ def run_filter(cfg: Config, in_dir: str, out_dir: str, previous_stats: dict | No
         eval_index, unsafe_index = _hash_indexes(p, cfg.filter, eval_paths)
         decisions = metas | "Decide" >> DecidePairs(cfg.filter, eval_index, unsafe_index, words)
         _write_kept(shard_paths, decisions, shards, out_dir)
+        _write_vocabulary(decisions, shards, cfg.model.vocab_size, out_dir)
         _write_report(metas, decisions, cfg.filter, out_dir, counts_path)
     counts = fs.read_json(counts_path)
     fs.delete([counts_path])
@@ -492,6 +503,23 @@ def _write_kept(shards, decisions, shard_paths: list[str], out_dir: str) -> None
     )
 
 
+def _write_vocabulary(decisions, shard_paths: list[str], vocab_size: int, out_dir: str) -> None:
+    """`vocab.txt`: the WordPiece vocabulary of the kept alt-texts, which are positioned in the
+    order the trainer reads them (output shard, then record: ties at the learner's input cap)."""
+    numbers = {shard: n for n, shard in enumerate(shard_paths)}
+    (
+        decisions
+        | "KeptTexts"
+        >> beam.FlatMapTuple(
+            lambda meta, reason: [] if reason else [((numbers[meta.shard], meta.index), meta.text)]
+        )
+        | "WordPiece" >> WordPieceVocabulary(vocab_size, RESERVED_TOKENS)
+        | "VocabularyLines" >> beam.Map("\n".join)  # WriteToText ends the last line
+        | "WriteVocabulary"
+        >> beam.io.WriteToText(fs.join(out_dir, VOCAB_FILE), shard_name_template="", num_shards=1)
+    )
+
+
 def _write_report(metas, decisions, cfg: FilterConfig, out_dir: str, counts_path: str) -> None:
     """The dropped pairs' JSON lines, the outcome counts and the kept pairs' statistics (one
     small JSON file, read back into the funnel and the statistics)."""
@@ -560,7 +588,7 @@ def run_filter_metadata(cfg: Config, metadata_pattern: str, out_dir: str) -> Fun
 def _outputs(folder: str) -> list[str]:
     patterns = [shard_pattern(folder), fs.join(folder, f"{DROPPED_PREFIX}-*{DROPPED_SUFFIX}")]
     found = [path for pattern in patterns for path in fs.glob(pattern)]
-    names = (FUNNEL_JSON, FUNNEL_PNG, STATS_JSON, STATS_PNG, DRIFT_JSON)
+    names = (FUNNEL_JSON, FUNNEL_PNG, STATS_JSON, STATS_PNG, DRIFT_JSON, VOCAB_FILE)
     return found + [fs.join(folder, n) for n in names if fs.exists(fs.join(folder, n))]
 
 

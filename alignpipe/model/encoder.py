@@ -15,11 +15,11 @@ from alignpipe.errors import InputError
 from alignpipe.model.dual_encoder import DualEncoder
 from alignpipe.model.export import SAVED_MODEL_DIR, export_saved_model
 from alignpipe.model.image_preprocessing import center_crop, preprocess_for_eval, resize_shorter_side
+from alignpipe.model.reserved_tokens import VOCAB_FILE
 from alignpipe.model.tokenizer import AlignTokenizer
 
 # The model directory written by `alignpipe.training.trainer.train`.
 MODEL_FILE = "model.keras"
-VOCAB_FILE = "vocab.txt"
 CONFIG_FILE = "model_config.json"
 HISTORY_FILE = "history.json"
 CURVES_FILE = "training_curves.png"

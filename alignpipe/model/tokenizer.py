@@ -6,8 +6,7 @@ import keras_hub
 import tensorflow as tf
 
 from alignpipe import fs
-
-RESERVED_TOKENS = ("[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]")
+from alignpipe.model.reserved_tokens import RESERVED_TOKENS
 
 
 class AlignTokenizer:

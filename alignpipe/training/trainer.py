@@ -31,11 +31,11 @@ import tensorflow as tf
 
 from alignpipe import fs
 from alignpipe.config import Config
-from alignpipe.errors import ConfigError
+from alignpipe.errors import ConfigError, InputError
 from alignpipe.evaluation.curves import plot_training_curves
 from alignpipe.model.contrastive_loss import ContrastiveLoss
 from alignpipe.model.dual_encoder import DualEncoder, build_dual_encoder
-from alignpipe.model.encoder import CURVES_FILE, HISTORY_FILE, AlignEncoder
+from alignpipe.model.encoder import CURVES_FILE, HISTORY_FILE, VOCAB_FILE, AlignEncoder
 from alignpipe.model.tokenizer import AlignTokenizer
 from alignpipe.progress import Progress
 from alignpipe.training.checkpoints import (
@@ -102,7 +102,8 @@ def train(
 
     Raises:
         InputError: no pair shards, or fewer pairs than one global batch (checked before
-            anything is built, from the filter's funnel.json when it is there).
+            anything is built, from the filter's funnel.json when it is there), or the
+            filter's vocab.txt is malformed or larger than `model.vocab_size`.
         ConfigError: `train.batch_size` does not split evenly over the replicas, or the
             checkpoint folder holds a run with another configuration.
         Preempted: SIGTERM arrived; a checkpoint of the last step done was saved.
@@ -114,7 +115,7 @@ def train(
     log.info("training on %d pairs from %d shards in %s", num_pairs, len(files), data_dir)
     keras.utils.set_random_seed(cfg.train.seed)
     checkpoints_dir = checkpoint_dir(cfg, model_dir)
-    tokenizer = _tokenizer(cfg, files, checkpoints_dir)
+    tokenizer = _tokenizer(cfg, data_dir, files, checkpoints_dir)
     strategy = _strategy(cfg)
     policy = precision_policy(cfg.train.precision, strategy)
     log.info("precision: %s, %d step(s) per call", policy, cfg.train.steps_per_execution)
@@ -149,16 +150,36 @@ def train(
     )
 
 
-def _tokenizer(cfg: Config, files: list[str], checkpoints_dir: str) -> AlignTokenizer:
-    """The vocabulary saved beside the checkpoints when resuming, else one learnt from the alt-texts."""
+def _tokenizer(cfg: Config, data_dir: str, files: list[str], checkpoints_dir: str) -> AlignTokenizer:
+    """The vocabulary saved beside the checkpoints when resuming, else the filter's `vocab.txt`
+    beside the shards, else (shards that did not come from the filter) one learnt from the alt-texts.
+
+    Raises:
+        InputError: the filter's `vocab.txt` has more tokens than `model.vocab_size` or does
+            not start with the reserved tokens.
+    """
     tokenizer = saved_tokenizer(checkpoints_dir, cfg)
-    if tokenizer is None:
+    filter_vocabulary = fs.join(data_dir, VOCAB_FILE)
+    if tokenizer is not None:
+        source = f"the checkpoint folder {checkpoints_dir}"
+    elif fs.exists(filter_vocabulary):
+        try:
+            tokenizer = AlignTokenizer.load(filter_vocabulary, cfg.model.max_text_tokens)
+        except ValueError as e:
+            raise InputError(f"{filter_vocabulary}: not a WordPiece vocabulary ({e})") from None
+        if len(tokenizer.vocabulary) > cfg.model.vocab_size:
+            raise InputError(
+                f"{filter_vocabulary} has {len(tokenizer.vocabulary)} tokens, more than "
+                f"model.vocab_size={cfg.model.vocab_size}: filter again with this model.vocab_size, "
+                "or delete it to learn the vocabulary here"
+            )
+        source = f"the filter's {filter_vocabulary}"
+    else:
         tokenizer = AlignTokenizer.from_texts(
             text_dataset(files), cfg.model.vocab_size, cfg.model.max_text_tokens
         )
-        log.info("WordPiece vocabulary: %d tokens", len(tokenizer.vocabulary))
-    else:
-        log.info("WordPiece vocabulary: %d tokens, from %s", len(tokenizer.vocabulary), checkpoints_dir)
+        source = f"learnt from the alt-texts (no {VOCAB_FILE} in {data_dir})"
+    log.info("WordPiece vocabulary: %d tokens, %s", len(tokenizer.vocabulary), source)
     return tokenizer
 
 

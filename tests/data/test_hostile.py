@@ -54,6 +54,7 @@ OVERRIDES = [
     "scrape.retry_backoff_s=0.05",
     "scrape.max_retry_after_s=3",
     "scrape.max_image_bytes=200000",
+    "scrape.resize_mode=no",  # the downloaded bytes are checked as they were served
     "scrape.max_image_pixels=4000000",
     "scrape.max_redirects=5",
     "scrape.max_depth=3",  # /depth/4.html is one link too deep

@@ -18,6 +18,7 @@ from alignpipe.errors import InputError
 from alignpipe.filtering.pipeline import decode_image_facts, evaluation_image_paths, run_filter
 from alignpipe.filtering.rules import REASONS, alt_unigrams_and_bigrams
 from alignpipe.imaging.phash import phash, write_blocklist
+from alignpipe.model.tokenizer import AlignTokenizer
 from tests.filtering.conftest import encode, make_scene
 
 CAPTIONS = [
@@ -140,6 +141,13 @@ def _read_pairs(out_dir: Path, name: str = "") -> list[ImageTextPair]:
     return [ImageTextPair.from_example(r.numpy()) for r in tf.data.TFRecordDataset(paths, "GZIP")]
 
 
+def _assert_trainers_vocabulary(out_dir: Path, vocab_size: int) -> None:
+    """vocab.txt is the vocabulary the trainer would learn from the kept pairs, in its reading order."""
+    texts = [pair.text for pair in _read_pairs(out_dir)]
+    expected = AlignTokenizer.from_texts(texts, vocab_size, 16).vocabulary
+    assert (out_dir / "vocab.txt").read_text(encoding="utf-8") == "".join(t + "\n" for t in expected)
+
+
 @pytest.mark.large
 @pytest.mark.parametrize("hot_key_pairs", [10_000, 1])  # 1: every statistic via side inputs
 def test_run_filter_counts_every_pair_under_its_reason(tmp_path, hot_key_pairs):
@@ -180,7 +188,9 @@ def test_run_filter_counts_every_pair_under_its_reason(tmp_path, hot_key_pairs):
         "drift_report.json",
         "funnel.json",
         "funnel.png",
+        "vocab.txt",
     ]
+    _assert_trainers_vocabulary(out_dir, cfg.model.vocab_size)
     stats = json.loads((out_dir / "corpus_stats.json").read_text())
     assert stats["pairs"] == 22 and stats["distinct_images"] == len({p.sha256 for p in kept})
     assert json.loads((out_dir / "drift_report.json").read_text())["baseline"] is False
@@ -233,7 +243,7 @@ def test_hash_rules_off_without_eval_sets_or_blocklist_and_old_outputs_replaced(
     _write_shards(tmp_path / "raw", pairs, num_shards=1)
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    stale = ["pairs-00000-of-00005.tfrecord.gz", "dropped-00003-of-00004.jsonl", "funnel.png"]
+    stale = ["pairs-00000-of-00005.tfrecord.gz", "dropped-00003-of-00004.jsonl", "funnel.png", "vocab.txt"]
     for name in stale:
         (out_dir / name).write_bytes(b"old")
     cfg = load_config("local", "tiny", ["filter.num_shards=1", "filter.min_image_short_side=10"])
@@ -249,8 +259,10 @@ def test_hash_rules_off_without_eval_sets_or_blocklist_and_old_outputs_replaced(
         "funnel.json",
         "funnel.png",
         "pairs-00000-of-00001.tfrecord.gz",
+        "vocab.txt",
     ]
     assert (out_dir / "dropped-00000-of-00001.jsonl").read_text() == ""
+    _assert_trainers_vocabulary(out_dir, cfg.model.vocab_size)
     assert Image.open(out_dir / "funnel.png").format == "PNG"
     assert sorted(_read_pairs(out_dir), key=repr) == sorted(pairs, key=repr)
 
@@ -336,6 +348,7 @@ def test_tiny_preset_on_the_demo_web(tmp_path):
     rare_token_alts_too_long = dropped["text_too_long"] - n["long_alt"]
     assert report.kept_pairs == n["good"] + n["rare_token"] - rare_token_alts_too_long
     assert report.warnings == ()
+    _assert_trainers_vocabulary(tmp_path / "filtered", cfg.model.vocab_size)
     # The whole funnel of the demo at seed 0, pinned: the same before and after statistics
     # moved to metadata-only records and combiners.
     assert (report.input_pairs, report.kept_pairs) == (3557, 3099)

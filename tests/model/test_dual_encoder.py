@@ -36,7 +36,9 @@ def inputs(batch: int = 3, size: int = 32, seq: int = 8) -> dict:
 
 @pytest.fixture(scope="module")
 def model() -> DualEncoder:
-    cfg = load_config("local", "tiny", SMALL + ["train.temperature_lr_multiplier=10"])
+    cfg = load_config(
+        "local", "tiny", SMALL + ["train.temperature_lr_multiplier=10", "train.temperature_init=1.0"]
+    )
     return build_dual_encoder(cfg.model, cfg.train)
 
 

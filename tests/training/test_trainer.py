@@ -29,6 +29,7 @@ SMALL = [
     "train.learning_rate=2e-3",
     "train.log_every_steps=2",
     "train.shuffle_buffer=16",
+    "train.temperature_init=1.0",  # the first loss is then the chance level, 2 ln(batch)
 ]
 
 
