@@ -31,7 +31,7 @@ from alignpipe.model.contrastive_loss import ContrastiveLoss
 from alignpipe.model.dual_encoder import build_dual_encoder
 from alignpipe.model.tokenizer import AlignTokenizer
 from alignpipe.training import trainer
-from alignpipe.training.input import STREAM_POSITION, pair_files, text_dataset, train_dataset
+from alignpipe.training.input import pair_files, text_dataset, train_dataset
 from alignpipe.training.optimizer import make_optimizers
 from alignpipe.training.strategy import dtype_policy
 
@@ -117,7 +117,6 @@ def main() -> None:
         text_dataset(files), cfg.model.vocab_size, cfg.model.max_text_tokens
     )
     batch = next(iter(train_dataset(files, tokenizer, cfg.model, cfg.train, cfg.train.batch_size)))
-    batch.pop(STREAM_POSITION)
     results: dict[str, float] = {"input_batches_per_s": input_rate(cfg, files, tokenizer, args.seconds)}
     for per_call in (1, args.per_call):
         for precision in ("float32", "mixed_bfloat16"):
