@@ -76,7 +76,9 @@ class AlignTokenizer:
     @classmethod
     def load(cls, vocab_path: str, sequence_length: int) -> AlignTokenizer:
         """Reads a `vocab.txt` written by `save` (one token a line)."""
-        return cls(fs.read_text(vocab_path).splitlines(), sequence_length)
+        # "\n" only: str.splitlines would also split on U+2028 / U+2029, which a token may hold.
+        lines = fs.read_text(vocab_path).split("\n")
+        return cls(lines[:-1] if lines and not lines[-1] else lines, sequence_length)
 
     def save(self, vocab_path: str) -> None:
         """Writes `vocab.txt`: one token a line, line number = token id."""

@@ -77,3 +77,11 @@ def test_save_and_load_give_the_same_ids(tokenizer, tmp_path):
 def test_vocabulary_without_reserved_tokens_is_rejected():
     with pytest.raises(ValueError, match="must start with"):
         AlignTokenizer(["a", "b"], 8)
+
+
+def test_tokens_holding_line_separators_survive_save_and_load(tmp_path):
+    """U+2028 / U+2029 are not whitespace to WordPiece; only "\\n" ends a vocab.txt line."""
+    vocabulary = [*RESERVED_TOKENS, "a\u2028b", "c\u2029", "d"]
+    path = str(tmp_path / "vocab.txt")
+    AlignTokenizer(vocabulary, 8).save(path)
+    assert AlignTokenizer.load(path, 8).vocabulary == vocabulary
