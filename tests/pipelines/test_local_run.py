@@ -77,10 +77,11 @@ def test_model_learned_far_above_chance(runs):
     for direction in ("image_to_text", "text_to_image"):
         assert m[f"{direction}_r1"] >= 10 * m[f"{direction}_r1_chance"], m
         assert m[f"{direction}_r1"] <= m[f"{direction}_r5"] <= m[f"{direction}_r10"]
-    # Shapes are the demo's hardest attribute: a 4-minute CPU model knows colours and
-    # positions far better, so zero-shot shape classification is only checked for sanity.
+    # Shapes are the demo's hardest attribute (colours and positions are learnt first); the
+    # tiny preset's 700 steps classify them zero-shot well above chance (45% of 120 images,
+    # chance 1/6, in docs/results.md's fresh-clone run).
     assert m["zero_shot_top1_chance"] == pytest.approx(1 / 6)
-    assert 0.0 <= m["zero_shot_top1"] <= 1.0
+    assert m["zero_shot_top1"] >= 1.5 * m["zero_shot_top1_chance"], m
 
 
 def test_first_model_registered_as_champion(runs, pipeline_run):
