@@ -30,7 +30,6 @@ import keras
 from alignpipe.config import load_config
 from alignpipe.evaluation.evaluate import evaluate
 from alignpipe.model import dual_encoder
-from alignpipe.model.text_encoder import TextEncoder
 from alignpipe.training import trainer
 
 # The calibration run's rate counts its steps after CALIBRATION_SKIP only: while the first step
@@ -67,17 +66,8 @@ class PlainConvEncoder(keras.Model):
 
 
 def build_reference(model, train):
-    text = TextEncoder(
-        vocabulary_size=model.vocab_size,
-        num_layers=model.text_layers,
-        num_heads=model.text_heads,
-        hidden_dim=model.text_hidden_dim,
-        intermediate_dim=model.text_intermediate_dim,
-        max_sequence_length=model.max_text_tokens,
-        embed_dim=model.embed_dim,
-        name="text_encoder",
-    )
     image = PlainConvEncoder(model.image_size, model.embed_dim, name="image_encoder")
+    text = dual_encoder.build_text_encoder(model)
     return dual_encoder.DualEncoder(image, text, train.temperature_init, train.temperature_lr_multiplier)
 
 
@@ -102,11 +92,6 @@ def loop_seconds(history: list[dict], batch_size: int, after_step: int = 1) -> t
             steps += n
         previous = row["step"]
     return seconds, steps
-
-
-def run(cfg, data_dir: str, model_dir: str):
-    result = trainer.train(cfg, data_dir, model_dir)
-    return result
 
 
 def main() -> None:
@@ -137,13 +122,13 @@ def main() -> None:
         steps, rate = args.steps, None
         if args.budget:
             calib = cfg.replace(train__steps=CALIBRATION_STEPS, train__checkpoint_dir=os.path.join(tmp, "c0"))
-            history = run(calib, data_dir, os.path.join(tmp, "calibration")).history
+            history = trainer.train(calib, data_dir, os.path.join(tmp, "calibration")).history
             seconds, n = loop_seconds(history, batch, after_step=CALIBRATION_SKIP)
             rate = n / seconds
             steps = max(int(args.budget * rate), cfg.train.warmup_steps + 1)
         cfg = cfg.replace(train__steps=steps, train__checkpoint_dir=os.path.join(tmp, "c1"))
         started = time.monotonic()
-        result = run(cfg, data_dir, os.path.join(tmp, "model"))
+        result = trainer.train(cfg, data_dir, os.path.join(tmp, "model"))
         train_wall = time.monotonic() - started
         metrics = evaluate(cfg, result.model_dir).metrics
     seconds, n = loop_seconds(result.history, batch)

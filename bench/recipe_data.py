@@ -58,9 +58,33 @@ EXTRA_SETTINGS: list[str] = []  # --set KEY=VALUE given on the command line, for
 
 def stage(*args: str, experiment: str, work_dir: str) -> None:
     command = [*ALIGNPIPE, *args, "--experiment", experiment, "--work-dir", work_dir]
-    command += [arg for setting in EXTRA_SETTINGS for arg in ("--set", setting)]
+    command += _sets(EXTRA_SETTINGS)
     log("+", " ".join(command[2:]))
     subprocess.run(command, check=True)
+
+
+def scrape_and_filter(
+    out: str, source: list[str], scrape_settings: list[str], filter_settings: dict, experiment: str
+) -> None:
+    """`alignpipe scrape` from `source` into OUT/scraped, then `alignpipe filter` into OUT/train."""
+    work = os.path.join(out, "work")
+    scraped = os.path.join(out, "scraped")
+    settings = ["scrape.allowed_networks=127.0.0.1/32", *scrape_settings]
+    stage("scrape", *source, "--out", scraped, *_sets(settings), experiment=experiment, work_dir=work)
+    stage(
+        "filter",
+        "--in",
+        scraped,
+        "--out",
+        os.path.join(out, "train"),
+        *_sets(f"{key}={value}" for key, value in filter_settings.items()),
+        experiment=experiment,
+        work_dir=work,
+    )
+
+
+def _sets(settings) -> list[str]:
+    return [arg for setting in settings for arg in ("--set", setting)]
 
 
 def stamps(stamps_dir: str, out: str, experiment: str) -> None:
@@ -86,34 +110,13 @@ def stamps(stamps_dir: str, out: str, experiment: str) -> None:
             for row in rows:
                 if row["split"] == "train":
                     writer.writerow([f"{base}/{row['image']}", row["captions"][0]])
-        work = os.path.join(out, "work")
-        stage(
-            "scrape",
-            "--url-list",
-            url_list,
-            "--out",
-            os.path.join(out, "scraped"),
-            "--set",
-            "scrape.allowed_networks=127.0.0.1/32",
-            experiment=experiment,
-            work_dir=work,
-        )
-    stage(
-        "filter",
-        "--in",
-        os.path.join(out, "scraped"),
-        "--out",
-        os.path.join(out, "train"),
-        experiment=experiment,
-        work_dir=work,
-    )
+        scrape_and_filter(out, ["--url-list", url_list], [], {}, experiment)
     _write_eval(out, {"eval.retrieval_set": os.path.join(test_dir, "karpathy.json")}, len(images))
 
 
 def demo(out: str, experiment: str) -> None:
     """The demo web through scrape + filter; its held-out sets."""
     web = os.path.join(out, "web")
-    work = os.path.join(out, "work")
     os.makedirs(out, exist_ok=True)
     subprocess.run([*ALIGNPIPE, "demo-web", "--out", web], check=True, stdout=subprocess.DEVNULL)
     settings = {
@@ -122,29 +125,9 @@ def demo(out: str, experiment: str) -> None:
         "filter.unsafe_image_blocklist": os.path.join(web, "unsafe_blocklist.txt"),
     }
     with serve(os.path.join(web, "site")) as base:
-        stage(
-            "scrape",
-            "--seed",
-            f"{base}/index.html",
-            "--out",
-            os.path.join(out, "scraped"),
-            "--set",
-            "scrape.allowed_networks=127.0.0.1/32",
-            "--set",
-            "scrape.image_hosts=allowed",
-            experiment=experiment,
-            work_dir=work,
-        )
-    stage(
-        "filter",
-        "--in",
-        os.path.join(out, "scraped"),
-        "--out",
-        os.path.join(out, "train"),
-        *[arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")],
-        experiment=experiment,
-        work_dir=work,
-    )
+        source = ["--seed", f"{base}/index.html"]
+        # The evaluation sets feed the filter's near-duplicate rule.
+        scrape_and_filter(out, source, ["scrape.image_hosts=allowed"], settings, experiment)
     _write_eval(out, {k: v for k, v in settings.items() if k.startswith("eval.")}, 0)
 
 

@@ -119,7 +119,18 @@ def build_dual_encoder(model: ModelConfig, train: TrainConfig) -> DualEncoder:
         dropout=model.image_dropout,
         name="image_encoder",
     )
-    text_encoder = TextEncoder(
+    return DualEncoder(
+        image_encoder,
+        build_text_encoder(model),
+        temperature_init=train.temperature_init,
+        temperature_lr_multiplier=train.temperature_lr_multiplier,
+        name="dual_encoder",
+    )
+
+
+def build_text_encoder(model: ModelConfig) -> TextEncoder:
+    """A randomly initialised BERT text tower sized by `model.*`."""
+    return TextEncoder(
         vocabulary_size=model.vocab_size,
         num_layers=model.text_layers,
         num_heads=model.text_heads,
@@ -128,11 +139,4 @@ def build_dual_encoder(model: ModelConfig, train: TrainConfig) -> DualEncoder:
         max_sequence_length=model.max_text_tokens,
         embed_dim=model.embed_dim,
         name="text_encoder",
-    )
-    return DualEncoder(
-        image_encoder,
-        text_encoder,
-        temperature_init=train.temperature_init,
-        temperature_lr_multiplier=train.temperature_lr_multiplier,
-        name="dual_encoder",
     )
