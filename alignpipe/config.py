@@ -174,11 +174,17 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Zero-shot retrieval and classification."""
+    """Zero-shot retrieval and classification on named sets (alignpipe/data/eval_sets.py).
 
-    retrieval_set: str = ""  # Karpathy-format JSON; images beside it
+    Each set is `name=path` (a bare path is named after its file or folder); its metrics are
+    `<name>/<metric>`, and the filter drops training images near any image of any set.
+    """
+
+    retrieval_sets: tuple[str, ...] = ()  # Karpathy-format JSON files (Flickr30K, MSCOCO); images beside
     retrieval_split: str = "test"
-    classification_set: str = ""  # folder of class folders + classnames.txt
+    # Folders of class folders with a classnames.txt, or ImageNet-style (WordNet-id folders:
+    # CLIP's class names and 80 prompt templates are used); a templates.txt in a folder wins.
+    classification_sets: tuple[str, ...] = ()
     prompt_templates: tuple[str, ...] = ("a photo of a {}.",)
     recall_ks: tuple[int, ...] = (1, 5, 10)
     batch_size: int = 256
@@ -190,8 +196,11 @@ class RegisterConfig:
 
     model_name: str = "align-dual-encoder"
     champion_alias: str = "champion"
+    # `<set>/<metric>`, or a bare metric name for its mean over every set that reports it. The
+    # challenger and the champion are both scored on the configured sets in the same run.
     metric: str = "image_to_text_r1"
     higher_is_better: bool = True
+    margin: float = 0.0  # the challenger must beat the champion by more than this
 
 
 @dataclass(frozen=True)
@@ -370,6 +379,7 @@ def validate(cfg: Config) -> Config:
         "filter.unsafe_image_max_hamming",
         "filter.rare_token_min_word_share",
         "train.temperature_lr_multiplier",
+        "register.margin",
         "train.weight_decay",
         "train.label_smoothing",
         "scrape.min_host_delay_s",
@@ -443,7 +453,37 @@ def validate(cfg: Config) -> Config:
     _check(cfg.scrape.jpeg_quality <= 100, "scrape.jpeg_quality", cfg.scrape.jpeg_quality, "<= 100")
     for template in cfg.eval.prompt_templates:
         _check("{}" in template, "eval.prompt_templates", template, "a template containing {}")
+    names: list[str] = []
+    for key in ("eval.retrieval_sets", "eval.classification_sets"):
+        for item in flat[key]:
+            names.append(named_path(item)[0])
+            _check(
+                _SET_NAME.fullmatch(names[-1]) is not None,
+                key,
+                item,
+                "name=path with a name of letters, digits, '_', '-' or '.' (it prefixes the set's metrics)",
+            )
+            _check(names.count(names[-1]) == 1, key, item, f"a set whose name {names[-1]!r} no other set has")
     return cfg
+
+
+_SET_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def named_path(item: str) -> tuple[str, str]:
+    """`"name=path"` -> (name, path); a bare path is named after its file (without the
+    extension and a `dataset_` prefix, as in Karpathy's `dataset_flickr30k.json`) or folder.
+
+    Example:
+        >>> named_path("coco=/data/coco/dataset_coco.json"), named_path("/data/dataset_flickr30k.json")
+        (('coco', '/data/coco/dataset_coco.json'), ('flickr30k', '/data/dataset_flickr30k.json'))
+    """
+    name, sep, path = item.partition("=")
+    if sep and "/" not in name and ":" not in name:
+        return name.strip(), path.strip()
+    stem = item.rstrip("/").rsplit("/", 1)[-1]
+    stem = stem.rsplit(".", 1)[0] if "." in stem else stem
+    return stem.removeprefix("dataset_"), item
 
 
 OUTPUT_FORMATS = ("tfrecord", "webdataset", "parquet")

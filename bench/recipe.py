@@ -130,7 +130,8 @@ def main() -> None:
         started = time.monotonic()
         result = trainer.train(cfg, data_dir, os.path.join(tmp, "model"))
         train_wall = time.monotonic() - started
-        metrics = evaluate(cfg, result.model_dir).metrics
+        # One retrieval set and at most one classification set: their metric names do not clash.
+        metrics = {k.rpartition("/")[2]: v for k, v in evaluate(cfg, result.model_dir).metrics.items()}
     seconds, n = loop_seconds(result.history, batch)
     row = {
         "set": os.path.basename(os.path.normpath(args.data)),

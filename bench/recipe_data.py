@@ -111,7 +111,7 @@ def stamps(stamps_dir: str, out: str, experiment: str) -> None:
                 if row["split"] == "train":
                     writer.writerow([f"{base}/{row['image']}", row["captions"][0]])
         scrape_and_filter(out, ["--url-list", url_list], [], {}, experiment)
-    _write_eval(out, {"eval.retrieval_set": os.path.join(test_dir, "karpathy.json")}, len(images))
+    _write_eval(out, {"eval.retrieval_sets": "stamps=" + os.path.join(test_dir, "karpathy.json")}, len(images))
 
 
 def demo(out: str, experiment: str) -> None:
@@ -120,8 +120,8 @@ def demo(out: str, experiment: str) -> None:
     os.makedirs(out, exist_ok=True)
     subprocess.run([*ALIGNPIPE, "demo-web", "--out", web], check=True, stdout=subprocess.DEVNULL)
     settings = {
-        "eval.retrieval_set": os.path.join(web, "eval", "retrieval", "dataset_demo.json"),
-        "eval.classification_set": os.path.join(web, "eval", "classification"),
+        "eval.retrieval_sets": "demo=" + os.path.join(web, "eval", "retrieval", "dataset_demo.json"),
+        "eval.classification_sets": "demo_shapes=" + os.path.join(web, "eval", "classification"),
         "filter.unsafe_image_blocklist": os.path.join(web, "unsafe_blocklist.txt"),
     }
     with serve(os.path.join(web, "site")) as base:

@@ -54,19 +54,43 @@ def train(
 
 
 def evaluate(
-    config_json: str, pipeline_job: str, model: Input[Model], metrics: Output[Metrics], examples: Output[HTML]
+    config_json: str,
+    pipeline_job: str,
+    model: Input[Model],
+    metrics: Output[Metrics],
+    champion_metrics: Output[Metrics],
+    examples: Output[HTML],
 ):
-    """Zero-shot retrieval R@1/5/10 both ways and zero-shot classification accuracy."""
+    """Zero-shot retrieval R@1/5/10 both ways and zero-shot classification accuracy on every
+    named set, for the new model and the registered champion (same sets, same run)."""
     from components.stages import evaluate_stage
 
-    evaluate_stage(config_json, pipeline_job, model.path, metrics, report_path=examples.path)
+    evaluate_stage(
+        config_json,
+        pipeline_job,
+        model.path,
+        metrics,
+        report_path=examples.path,
+        champion_metrics=champion_metrics,
+    )
 
 
-def register(config_json: str, pipeline_job: str, model: Input[Model], eval_metrics: Input[Metrics]) -> bool:
+def register(
+    config_json: str,
+    pipeline_job: str,
+    model: Input[Model],
+    eval_metrics: Input[Metrics],
+    champion_metrics: Input[Metrics],
+) -> bool:
     """Registers the model in MLflow; returns whether it became the champion."""
     from components.stages import register_stage
 
-    return register_stage(config_json, pipeline_job, model.path, dict(eval_metrics.metadata))["promoted"]
+    scored = dict(champion_metrics.metadata)
+    version = scored.pop("model_version", None)
+    champion = {"version": str(int(version)), "metrics": scored} if version is not None else None
+    return register_stage(config_json, pipeline_job, model.path, dict(eval_metrics.metadata), champion)[
+        "promoted"
+    ]
 
 
 def finish_tracking(config_json: str, pipeline_job: str, status: dsl.PipelineTaskFinalStatus):

@@ -6,6 +6,7 @@ import logging
 import os
 
 import mlflow
+import mlflow.artifacts
 import numpy as np
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
@@ -16,7 +17,7 @@ from alignpipe import fs
 from alignpipe.config import Config
 from alignpipe.errors import InputError
 from alignpipe.model.encoder import CONFIG_FILE
-from alignpipe.promotion import challenger_wins
+from alignpipe.promotion import challenger_wins, promotion_score
 
 # The pyfunc's code (MLflow "models from code"): it runs where the model is loaded, without
 # this project, on these packages alone (mlflow adds itself).
@@ -28,25 +29,49 @@ log = logging.getLogger("alignpipe")
 SCORE_TAG = "alignpipe.score"
 
 
-def register_model(cfg: Config, model_dir: str, eval_metrics: dict[str, float]) -> dict:
+def register_model(
+    cfg: Config, model_dir: str, eval_metrics: dict[str, float], champion: dict | None = None
+) -> dict:
     """Logs `model_dir` as a new registered version, then decides on the champion alias.
 
-    Runs inside an active MLflow run (the register stage's). The new version
-    carries its score as a tag; the alias moves to it only if
-    `alignpipe.promotion.challenger_wins` says so. The decision and both scores
-    are logged to the run and returned.
+    Runs inside an active MLflow run (the register stage's). The challenger's score and the
+    champion's come from the same evaluation run (`champion`, written by `evaluate_champion`),
+    never from an earlier run's tags: the alias moves only if `challenger_wins` by
+    `register.margin`. A champion that is not the one scored there (the alias moved meanwhile)
+    keeps its place; one that could not be scored loses it. The decision and both scores are
+    logged to the run and returned.
+
+    Args:
+        eval_metrics: the challenger's `<set>/<metric>` values.
+        champion: `{"version", "metrics"}` of the champion as scored in the same run, or None
+            if there was none then.
 
     Raises:
         InputError: `eval_metrics` lacks the configured promotion metric.
     """
     reg = cfg.register
-    if reg.metric not in eval_metrics:
+    score = promotion_score(eval_metrics, reg.metric)
+    if score is None:
         raise InputError(
             f"register.metric {reg.metric!r} is not among the evaluation metrics {sorted(eval_metrics)}"
         )
-    score = float(eval_metrics[reg.metric])
     client = MlflowClient()
-    champion_version, champion_score = _champion(client, reg.model_name, reg.champion_alias)
+    current = _champion_version(client, reg.model_name, reg.champion_alias)
+    scored = str(champion["version"]) if champion else None
+    champion_score = promotion_score(champion["metrics"], reg.metric) if champion else None
+    if current is None:
+        promoted, reason = True, "first model"
+    elif current != scored:
+        promoted = False
+        reason = (
+            f"the champion is version {current}, but the evaluation scored "
+            f"{'version ' + scored if scored else 'no champion'}; rerun evaluate to compare them"
+        )
+    elif champion_score is None:
+        promoted, reason = True, f"the champion (version {current}) has no {reg.metric} on these sets"
+    else:
+        promoted = challenger_wins(score, champion_score, reg.higher_is_better, reg.margin)
+        reason = f"{score:.4f} vs {champion_score:.4f}, margin {reg.margin:g}"
 
     info = mlflow.pyfunc.log_model(
         name="model",
@@ -59,17 +84,18 @@ def register_model(cfg: Config, model_dir: str, eval_metrics: dict[str, float]) 
     version = str(info.registered_model_version)
     client.set_model_version_tag(reg.model_name, version, SCORE_TAG, str(score))
     client.set_model_version_tag(reg.model_name, version, "alignpipe.metric", reg.metric)
-    promoted = challenger_wins(score, champion_score, reg.higher_is_better)
     if promoted:
         client.set_registered_model_alias(reg.model_name, reg.champion_alias, version)
     decision = {
         "model_name": reg.model_name,
         "version": version,
         "metric": reg.metric,
+        "margin": reg.margin,
         "challenger_score": score,
         "champion_score": champion_score,
-        "champion_version": champion_version,
+        "champion_version": current,
         "promoted": promoted,
+        "reason": reason,
     }
     mlflow.log_metric("challenger_score", score)
     if champion_score is not None:
@@ -77,26 +103,39 @@ def register_model(cfg: Config, model_dir: str, eval_metrics: dict[str, float]) 
     mlflow.set_tags({"decision": "promoted" if promoted else "kept_champion", "model_version": version})
     mlflow.log_dict(decision, "registration.json")
     log.info(
-        "registered %s version %s (%s=%.4f); champion %s",
+        "registered %s version %s (%s=%.4f); champion %s (%s)",
         reg.model_name,
         version,
         reg.metric,
         score,
-        f"is now version {version}"
-        if promoted
-        else f"stays version {champion_version} ({champion_score:.4f})",
+        f"is now version {version}" if promoted else f"stays version {current}",
+        reason,
     )
     return decision
 
 
-def _champion(client: MlflowClient, name: str, alias: str) -> tuple[str | None, float | None]:
-    """(version, score) of the model holding `alias`, or (None, None)."""
+def champion_model_dir(cfg: Config, dst: str) -> tuple[str, str] | None:
+    """(version, local model folder) of the registered champion, downloaded into `dst`; None
+    when the model has no champion yet."""
+    client = MlflowClient()
+    version = _champion_version(client, cfg.register.model_name, cfg.register.champion_alias)
+    if version is None:
+        return None
+    root = mlflow.artifacts.download_artifacts(
+        artifact_uri=f"models:/{cfg.register.model_name}/{version}", dst_path=dst
+    )
+    for folder, _, files in os.walk(root):
+        if CONFIG_FILE in files:
+            return version, folder
+    raise InputError(f"champion version {version} of {cfg.register.model_name!r} holds no {CONFIG_FILE}")
+
+
+def _champion_version(client: MlflowClient, name: str, alias: str) -> str | None:
+    """The version holding `alias`, or None."""
     try:
-        version = client.get_model_version_by_alias(name, alias)
+        return str(client.get_model_version_by_alias(name, alias).version)
     except MlflowException:
-        return None, None
-    score = version.tags.get(SCORE_TAG)
-    return version.version, float(score) if score is not None else None
+        return None
 
 
 def model_signature(model_dir: str) -> ModelSignature:

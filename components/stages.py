@@ -138,8 +138,16 @@ def evaluate_stage(
     model_dir: str,
     metrics: MetricsSink | None = None,
     report_path: str = "",
-) -> dict[str, float]:
-    """Zero-shot retrieval and classification of the model in `model_dir`."""
+    champion_metrics: MetricsSink | None = None,
+) -> dict:
+    """Zero-shot retrieval and classification of the model in `model_dir` on every configured
+    set, and of the registered champion (if any) on the same sets, for `register_stage`.
+
+    Returns:
+        `{"challenger": {<set>/<metric>: value}, "champion": {"version", "metrics"} or None}`;
+        the champion's metrics go to MLflow as `champion/<set>/<metric>` and, with its
+        `model_version`, to `champion_metrics`.
+    """
     from alignpipe.evaluation.evaluate import evaluate
     from alignpipe.evaluation.examples_html import write_retrieval_examples_html
 
@@ -152,18 +160,53 @@ def evaluate_stage(
         mlflow.log_artifact(html)
         if report_path:
             fs.write_bytes(report_path, fs.read_bytes(html))
-    return dict(result.metrics)
+        champion = _evaluate_champion(cfg)
+        if champion is not None:
+            mlflow.set_tag("champion_version", champion["version"])
+            mlflow.log_metrics({f"champion/{k}": v for k, v in champion["metrics"].items()})
+            if champion_metrics is not None:
+                champion_metrics.log_metric("model_version", float(champion["version"]))
+                for name, value in champion["metrics"].items():
+                    champion_metrics.log_metric(name, float(value))
+    return {"challenger": dict(result.metrics), "champion": champion}
+
+
+def _evaluate_champion(cfg: Config) -> dict | None:
+    """`{"version", "metrics"}` of the registry's champion scored on `cfg`'s sets; its
+    `metrics` are empty when it cannot be loaded or scored (the reason is logged)."""
+    from alignpipe.errors import AlignPipeError
+    from alignpipe.evaluation.evaluate import evaluate
+    from components.registry import champion_model_dir
+
+    with tempfile.TemporaryDirectory() as tmp:
+        found = champion_model_dir(cfg, tmp)
+        if found is None:
+            log.info("evaluate: %s has no champion yet", cfg.register.model_name)
+            return None
+        version, model_dir = found
+        log.info("evaluate: scoring the champion, version %s, on the same sets", version)
+        try:
+            return {"version": version, "metrics": dict(evaluate(cfg, model_dir).metrics)}
+        except (AlignPipeError, OSError, ValueError) as e:
+            log.warning("evaluate: the champion (version %s) cannot be scored: %s", version, e)
+            mlflow.set_tag("champion_error", str(e)[:500])
+            return {"version": version, "metrics": {}}
 
 
 def register_stage(
-    config_json: str, pipeline_job: str, model_dir: str, eval_metrics: dict[str, float]
+    config_json: str,
+    pipeline_job: str,
+    model_dir: str,
+    eval_metrics: dict[str, float],
+    champion: dict | None = None,
 ) -> dict:
-    """Registers the model; moves the champion alias only if it beats the champion."""
+    """Registers the model; moves the champion alias only if it beats the champion as scored in
+    the same evaluation (`evaluate_stage`'s `champion`) by `register.margin`."""
     from components.registry import register_model
 
     cfg = Config.from_json(config_json)
     with tracking.stage_run(cfg, pipeline_job, "register"):
-        decision = register_model(cfg, model_dir, eval_metrics)
+        decision = register_model(cfg, model_dir, eval_metrics, champion)
     return decision
 
 

@@ -39,6 +39,7 @@ def build_pipeline(cfg: Config):
                 pipeline_job=job,
                 model=trained.outputs["model"],
                 eval_metrics=evaluated.outputs["metrics"],
+                champion_metrics=evaluated.outputs["champion_metrics"],
             )
 
     return align_pipeline

@@ -101,11 +101,11 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from components.stages import evaluate_stage
 
     _require_dir(args.model, "model")
-    metrics = evaluate_stage(_config(args).to_json(), "", args.model, report_path=args.report or "")
+    scores = evaluate_stage(_config(args).to_json(), "", args.model, report_path=args.report or "")
     if args.out:
         with open(args.out, "w") as f:
-            json.dump(metrics, f, indent=2, sort_keys=True)
-    print(json.dumps(metrics, indent=2, sort_keys=True))
+            json.dump(scores, f, indent=2, sort_keys=True)
+    print(json.dumps(scores, indent=2, sort_keys=True))
 
 
 def cmd_register(args: argparse.Namespace) -> None:
@@ -114,9 +114,17 @@ def cmd_register(args: argparse.Namespace) -> None:
     _require_dir(args.model, "model")
     if not os.path.isfile(args.metrics):
         raise AlignPipeError(f"metrics file {args.metrics!r} does not exist (write it with `evaluate --out`)")
-    with open(args.metrics) as f:
-        metrics = json.load(f)
-    print(json.dumps(register_stage(_config(args).to_json(), "", args.model, metrics), indent=2))
+    try:
+        with open(args.metrics) as f:
+            scores = json.load(f)
+        challenger, champion = scores["challenger"], scores["champion"]
+    except (ValueError, KeyError, TypeError):
+        raise AlignPipeError(
+            f"metrics file {args.metrics!r} is not `evaluate --out` JSON "
+            '({"challenger": {...}, "champion": {"version", "metrics"} or null})'
+        ) from None
+    decision = register_stage(_config(args).to_json(), "", args.model, challenger, champion)
+    print(json.dumps(decision, indent=2))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -172,9 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("train", cmd_train, "train the dual encoder on filtered pairs")
     p.add_argument("--in", dest="input", required=True, help="folder of filtered pair shards")
     p.add_argument("--out", required=True, help="output model folder")
-    p = add("evaluate", cmd_evaluate, "zero-shot retrieval and classification of a trained model")
+    p = add(
+        "evaluate",
+        cmd_evaluate,
+        "zero-shot retrieval and classification of a trained model and of the registered champion",
+    )
     p.add_argument("--model", required=True, help="model folder written by train")
-    p.add_argument("--out", help="write the metrics JSON here")
+    p.add_argument("--out", help="write the metrics JSON (challenger and champion) here")
     p.add_argument("--report", help="write the retrieval-examples HTML page here")
     p = add("register", cmd_register, "register a model in MLflow; promote it if it beats the champion")
     p.add_argument("--model", required=True, help="model folder written by train")

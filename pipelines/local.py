@@ -16,10 +16,15 @@ import time
 import warnings
 from collections.abc import Iterator
 
+from alignpipe import fs
 from alignpipe.config import Config
 from alignpipe.errors import AlignPipeError, InputError
 
 log = logging.getLogger("alignpipe")
+
+# The demo web's evaluation sets, by name: their metrics are `demo/...` and `demo_shapes/...`.
+DEMO_RETRIEVAL = "demo"
+DEMO_CLASSIFICATION = "demo_shapes"
 
 
 def resolve_paths(cfg: Config) -> Config:
@@ -42,8 +47,11 @@ def with_demo_inputs(cfg: Config) -> tuple[Config, object]:
     demo_dir = os.path.join(cfg.runner.work_dir, "demo")
     demo = write_demo_web(demo_dir)
     fills = {
-        "eval__retrieval_set": (cfg.eval.retrieval_set, demo.retrieval_set),
-        "eval__classification_set": (cfg.eval.classification_set, demo.classification_set),
+        "eval__retrieval_sets": (cfg.eval.retrieval_sets, (f"{DEMO_RETRIEVAL}={demo.retrieval_set}",)),
+        "eval__classification_sets": (
+            cfg.eval.classification_sets,
+            (f"{DEMO_CLASSIFICATION}={demo.classification_set}",),
+        ),
         "filter__unsafe_image_blocklist": (cfg.filter.unsafe_image_blocklist, demo.unsafe_image_blocklist),
     }
     return cfg.replace(**{key: current or default for key, (current, default) in fills.items()}), demo
@@ -76,12 +84,17 @@ def preflight(cfg: Config) -> None:
     check_inputs(cfg.scrape)
     if cfg.scrape.source == "crawl":
         check_seeds_reachable(cfg.scrape)
-    for key, path in (
-        ("eval.retrieval_set", cfg.eval.retrieval_set),
-        ("eval.classification_set", cfg.eval.classification_set),
+    from alignpipe.data.eval_sets import classification_sets, retrieval_sets
+
+    if not cfg.eval.retrieval_sets and not cfg.eval.classification_sets:
+        raise InputError("nothing to evaluate: set eval.retrieval_sets and/or eval.classification_sets")
+    for key, sets in (
+        ("eval.retrieval_sets", retrieval_sets(cfg.eval)),
+        ("eval.classification_sets", classification_sets(cfg.eval)),
     ):
-        if not path or not os.path.exists(path):
-            raise InputError(f"{key}={path!r} does not exist")
+        for name, path in sets:
+            if not fs.exists(path):
+                raise InputError(f"{key}: set {name!r} at {path!r} does not exist")
 
 
 def run_pipeline_locally(cfg: Config) -> dict:

@@ -53,6 +53,13 @@ def pipeline_summary(cfg: Config, since: float = 0.0, pipeline_job: str = "") ->
     }
 
 
+def _set_names(metrics: dict[str, float], metric: str) -> list[str]:
+    """The sets (`<set>/<metric>` keys, champion's excluded) that report `metric`, sorted."""
+    return sorted(
+        k.rpartition("/")[0] for k in metrics if k.endswith(f"/{metric}") and not k.startswith("champion/")
+    )
+
+
 def format_summary(summary: dict) -> str:
     """A plain-text report of a pipeline summary."""
     if not summary:
@@ -78,15 +85,18 @@ def format_summary(summary: dict) -> str:
         f"{t.get('final_temperature', float('nan')):.4f}"
     )
     e = m["evaluate"]
-    for direction in ("image_to_text", "text_to_image"):
-        recalls = " / ".join(f"{100 * e.get(f'{direction}_r{k}', float('nan')):.1f}" for k in (1, 5, 10))
-        chance = e.get(f"{direction}_r1_chance")
-        ratio = f" (R@1 = {e[f'{direction}_r1'] / chance:.0f}x chance)" if chance else ""
-        lines.append(f"  evaluate  {direction.replace('_', ' ')} R@1/5/10 {recalls}{ratio}")
-    if "zero_shot_top1" in e:
+    for name in _set_names(e, "image_to_text_r1"):
+        for direction in ("image_to_text", "text_to_image"):
+            recalls = " / ".join(
+                f"{100 * e.get(f'{name}/{direction}_r{k}', float('nan')):.1f}" for k in (1, 5, 10)
+            )
+            chance = e.get(f"{name}/{direction}_r1_chance")
+            ratio = f" (R@1 = {e[f'{name}/{direction}_r1'] / chance:.0f}x chance)" if chance else ""
+            lines.append(f"  evaluate  {name}: {direction.replace('_', ' ')} R@1/5/10 {recalls}{ratio}")
+    for name in _set_names(e, "zero_shot_top1"):
         lines.append(
-            f"  evaluate  zero-shot classification top-1 {100 * e['zero_shot_top1']:.1f}% "
-            f"(chance {100 * e.get('zero_shot_top1_chance', float('nan')):.1f}%)"
+            f"  evaluate  {name}: zero-shot classification top-1 {100 * e[f'{name}/zero_shot_top1']:.1f}% "
+            f"(chance {100 * e.get(f'{name}/zero_shot_top1_chance', float('nan')):.1f}%)"
         )
     r = st.get("register", {}).get("tags", {})
     if r:
@@ -94,5 +104,11 @@ def format_summary(summary: dict) -> str:
             f"  register  version {r.get('model_version', '?')}: "
             f"{'became champion' if r.get('decision') == 'promoted' else 'champion kept'}"
         )
+        champion = st["register"]["metrics"].get("champion_score")
+        if champion is not None:
+            challenger = st["register"]["metrics"].get("challenger_score", float("nan"))
+            lines.append(
+                f"            score {challenger:.4f} against the champion's {champion:.4f}, same sets"
+            )
     lines.append(f"MLflow: {summary['tracking_uri']} (run {summary['parent_run_id']}); `mlflow ui` to browse")
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""Zero-shot evaluation of a trained model directory on held-out sets."""
+"""Zero-shot evaluation of a trained model directory on named held-out sets."""
 
 from __future__ import annotations
 
@@ -11,7 +11,13 @@ import tensorflow as tf
 
 from alignpipe import fs
 from alignpipe.config import Config
-from alignpipe.data.eval_sets import RetrievalSet, load_classification_set, load_retrieval_set
+from alignpipe.data.eval_sets import (
+    RetrievalSet,
+    classification_sets,
+    load_classification_set,
+    load_retrieval_set,
+    retrieval_sets,
+)
 from alignpipe.errors import InputError
 from alignpipe.evaluation.retrieval import chance_recall_at_k, recall_at_k
 from alignpipe.evaluation.zero_shot import class_embeddings, top1_accuracy, zero_shot_predictions
@@ -26,82 +32,90 @@ TOP_N = 5  # results shown per retrieval example
 
 @dataclasses.dataclass(frozen=True)
 class EvalResult:
-    """Metrics and a few retrieval examples.
+    """Metrics and a few retrieval examples, per named set.
 
     Attributes:
-        metrics: `image_to_text_r{k}`, `text_to_image_r{k}` (fractions, for each
-            `eval.recall_ks`) with their `*_chance` levels, and `zero_shot_top1` with
-            `zero_shot_top1_chance` (1 / classes); keys of a set that is not
-            configured are absent.
-        examples: `{"text_to_image": [...], "image_to_text": [...]}`; each item is
-            `{"query": caption or image path, "answer": the positive image path or
-            captions, "results": [{"image" or "caption", "score", "correct"}] (top 5)}`.
-        counts: `{"retrieval_images", "retrieval_captions", "classification_images",
-            "classes"}` for the configured sets.
+        metrics: `<set>/<metric>`: a retrieval set's `image_to_text_r{k}` and
+            `text_to_image_r{k}` (fractions, for each `eval.recall_ks`) with their `*_chance`
+            levels; a classification set's `zero_shot_top1` with `zero_shot_top1_chance`
+            (1 / classes).
+        examples: retrieval set name -> `{"text_to_image": [...], "image_to_text": [...]}`;
+            each item is `{"query": caption or image path, "answer": the positive image
+            path or captions, "results": [{"image" or "caption", "score", "correct"}]
+            (top 5)}`.
+        counts: `<set>/images` and `<set>/captions` or `<set>/classes`.
     """
 
     metrics: dict[str, float]
-    examples: dict[str, list[dict]]
+    examples: dict[str, dict[str, list[dict]]]
     counts: dict[str, int]
 
 
 def evaluate(cfg: Config, model_dir: str, num_examples: int = 8) -> EvalResult:
-    """Zero-shot retrieval on `eval.retrieval_set` and classification on `eval.classification_set`.
+    """Zero-shot retrieval on each of `eval.retrieval_sets` and classification on each of
+    `eval.classification_sets`.
 
     Args:
         cfg: `eval.*` names the sets, prompts, recall Ks and batch size; the model's
             own sizes come from its `model_config.json`.
         model_dir: a directory written by `alignpipe.training.trainer.train`.
-        num_examples: retrieval examples kept per direction.
+        num_examples: retrieval examples kept per direction and set.
 
     Raises:
         InputError: the model directory or a set is missing or malformed, an image
-            cannot be decoded, or neither set is configured.
+            cannot be decoded, or no set is configured.
     """
-    if not cfg.eval.retrieval_set and not cfg.eval.classification_set:
-        raise InputError("nothing to evaluate: eval.retrieval_set and eval.classification_set are both empty")
+    if not cfg.eval.retrieval_sets and not cfg.eval.classification_sets:
+        raise InputError(
+            "nothing to evaluate: eval.retrieval_sets and eval.classification_sets are both empty"
+        )
     return evaluate_encoder(cfg, AlignEncoder.load(model_dir), num_examples)
 
 
 def evaluate_encoder(cfg: Config, encoder: AlignEncoder, num_examples: int = 8) -> EvalResult:
     """`evaluate` for an encoder in memory (e.g. a model still being trained)."""
     metrics: dict[str, float] = {}
-    examples: dict[str, list[dict]] = {"text_to_image": [], "image_to_text": []}
+    examples: dict[str, dict[str, list[dict]]] = {}
     counts: dict[str, int] = {}
-    if cfg.eval.retrieval_set:
-        dataset = load_retrieval_set(cfg.eval.retrieval_set, cfg.eval.retrieval_split)
-        images = embed_image_files(encoder, dataset.image_paths, cfg.eval.batch_size)
-        captions = encoder.embed_texts(list(dataset.captions), batch_size=cfg.eval.batch_size)
+    batch_size = cfg.eval.batch_size
+    for name, json_path in retrieval_sets(cfg.eval):
+        dataset = load_retrieval_set(json_path, cfg.eval.retrieval_split)
+        images = embed_image_files(encoder, dataset.image_paths, batch_size, desc=f"embed {name}")
+        captions = encoder.embed_texts(list(dataset.captions), batch_size=batch_size)
         similarity = images @ captions.T  # [num_images, num_captions]
-        metrics.update(recall_at_k(similarity, dataset.caption_image, cfg.eval.recall_ks))
-        metrics.update(
-            chance_recall_at_k(dataset.caption_image, len(dataset.image_paths), cfg.eval.recall_ks)
-        )
-        examples = retrieval_examples(similarity, dataset, num_examples)
-        counts.update(retrieval_images=len(dataset.image_paths), retrieval_captions=len(dataset.captions))
-    if cfg.eval.classification_set:
-        dataset = load_classification_set(cfg.eval.classification_set)
-        images = embed_image_files(encoder, dataset.image_paths, cfg.eval.batch_size)
+        values = recall_at_k(similarity, dataset.caption_image, cfg.eval.recall_ks)
+        values.update(chance_recall_at_k(dataset.caption_image, len(dataset.image_paths), cfg.eval.recall_ks))
+        metrics.update({f"{name}/{key}": value for key, value in values.items()})
+        examples[name] = retrieval_examples(similarity, dataset, num_examples)
+        counts.update({f"{name}/images": len(dataset.image_paths), f"{name}/captions": len(dataset.captions)})
+    for name, folder in classification_sets(cfg.eval):
+        dataset = load_classification_set(folder)
+        images = embed_image_files(encoder, dataset.image_paths, batch_size, desc=f"embed {name}")
         weights = class_embeddings(
-            lambda texts: encoder.embed_texts(texts, batch_size=cfg.eval.batch_size),
+            lambda texts: encoder.embed_texts(texts, batch_size=batch_size),
             dataset.class_names,
-            cfg.eval.prompt_templates,
+            dataset.templates or cfg.eval.prompt_templates,
         )
-        metrics["zero_shot_top1"] = top1_accuracy(zero_shot_predictions(images, weights), dataset.labels)
-        metrics["zero_shot_top1_chance"] = 1.0 / len(dataset.class_names)
-        counts.update(classification_images=len(dataset.image_paths), classes=len(dataset.class_names))
+        predictions = zero_shot_predictions(images, weights)
+        metrics[f"{name}/zero_shot_top1"] = top1_accuracy(predictions, dataset.labels)
+        metrics[f"{name}/zero_shot_top1_chance"] = 1.0 / len(dataset.class_names)
+        counts.update(
+            {f"{name}/images": len(dataset.image_paths), f"{name}/classes": len(dataset.class_names)}
+        )
     log.info("evaluation: %s", ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
     return EvalResult(metrics, examples, counts)
 
 
-def embed_image_files(encoder: AlignEncoder, paths: Sequence[str], batch_size: int) -> np.ndarray:
+def embed_image_files(
+    encoder: AlignEncoder, paths: Sequence[str], batch_size: int, desc: str = "embed images"
+) -> np.ndarray:
     """Embeddings `[len(paths), dim]` of image files, read and embedded a batch at a time.
 
     Raises:
         InputError: an image is missing or cannot be decoded (the message names it).
     """
     batches = []
-    with Progress(total=len(paths), desc="embed images", unit="img") as progress:
+    with Progress(total=len(paths), desc=desc, unit="img") as progress:
         for start in range(0, len(paths), batch_size):
             chunk = list(paths[start : start + batch_size])
             files = [_read_file(path) for path in chunk]

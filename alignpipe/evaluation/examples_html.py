@@ -25,7 +25,8 @@ ol { margin: 0; } .score { color: #777; font-size: 11px; }
 
 
 def write_retrieval_examples_html(result: EvalResult, path: str) -> None:
-    """Writes `result.examples` as one HTML file with the images embedded (data URIs).
+    """Writes `result.examples` as one HTML file with the images embedded (data URIs), a section
+    per retrieval set under a table of every set's metrics.
 
     Correct results (the query's own image or captions) are marked green.
 
@@ -38,27 +39,28 @@ def write_retrieval_examples_html(result: EvalResult, path: str) -> None:
         f"<style>{_STYLE}</style></head><body><h1>Retrieval examples</h1>",
         _metrics_table(result),
     ]
-    parts.append("<h2>Text to image: the 5 nearest images of a caption</h2>")
-    for example in result.examples.get("text_to_image", []):
-        figures = "".join(
-            f"<figure class='{'hit' if r['correct'] else ''}'>{_img(r['image'])}"
-            f"<figcaption class='score'>{r['score']:.3f}</figcaption></figure>"
-            for r in example["results"]
-        )
-        parts.append(
-            f"<div class='query'><p><b>{html.escape(example['query'])}</b></p>"
-            f"<div class='row'>{figures}</div></div>"
-        )
-    parts.append("<h2>Image to text: the 5 nearest captions of an image</h2>")
-    for example in result.examples.get("image_to_text", []):
-        items = "".join(
-            f"<li class='{'hit' if r['correct'] else ''}'>{html.escape(r['caption'])} "
-            f"<span class='score'>{r['score']:.3f}</span></li>"
-            for r in example["results"]
-        )
-        parts.append(
-            f"<div class='query row'><figure>{_img(example['query'])}</figure><ol>{items}</ol></div>"
-        )
+    for name, examples in result.examples.items():
+        parts.append(f"<h2>{html.escape(name)}: text to image, the 5 nearest images of a caption</h2>")
+        for example in examples.get("text_to_image", []):
+            figures = "".join(
+                f"<figure class='{'hit' if r['correct'] else ''}'>{_img(r['image'])}"
+                f"<figcaption class='score'>{r['score']:.3f}</figcaption></figure>"
+                for r in example["results"]
+            )
+            parts.append(
+                f"<div class='query'><p><b>{html.escape(example['query'])}</b></p>"
+                f"<div class='row'>{figures}</div></div>"
+            )
+        parts.append(f"<h2>{html.escape(name)}: image to text, the 5 nearest captions of an image</h2>")
+        for example in examples.get("image_to_text", []):
+            items = "".join(
+                f"<li class='{'hit' if r['correct'] else ''}'>{html.escape(r['caption'])} "
+                f"<span class='score'>{r['score']:.3f}</span></li>"
+                for r in example["results"]
+            )
+            parts.append(
+                f"<div class='query row'><figure>{_img(example['query'])}</figure><ol>{items}</ol></div>"
+            )
     parts.append("</body></html>")
     fs.write_text(path, "\n".join(parts))
 

@@ -63,18 +63,25 @@ def model_dir(tmp_path_factory) -> str:
     return path
 
 
-def config(retrieval: str = "", classification: str = ""):
+def config(retrieval: str = "", classification: str = "", *more: str):
+    """`retrieval` is named "squares", `classification` "sides"; `more` are further overrides."""
     return load_config(
         "local",
         "tiny",
-        SMALL + [f"eval.retrieval_set={retrieval}", f"eval.classification_set={classification}"],
+        SMALL
+        + [
+            f"eval.retrieval_sets={'squares=' + retrieval if retrieval else ''}",
+            f"eval.classification_sets={'sides=' + classification if classification else ''}",
+            *more,
+        ],
     )
 
 
 def test_metrics_chance_levels_and_examples(sets, model_dir):
     result = evaluate(config(*sets), model_dir, num_examples=3)
     assert isinstance(result, EvalResult)
-    m = result.metrics
+    m = {key.partition("/")[2]: value for key, value in result.metrics.items()}
+    assert {key.partition("/")[0] for key in result.metrics} == {"squares", "sides"}
     for name in (
         "image_to_text_r1",
         "image_to_text_r5",
@@ -89,19 +96,21 @@ def test_metrics_chance_levels_and_examples(sets, model_dir):
     assert m["text_to_image_r1_chance"] == pytest.approx(1 / 8)
     assert m["text_to_image_r10"] == 1.0  # only 8 images
     assert m["zero_shot_top1_chance"] == pytest.approx(1 / 2)
+    assert result.metrics["sides/zero_shot_top1_chance"] == pytest.approx(1 / 2)
     assert result.counts == {
-        "retrieval_images": 8,
-        "retrieval_captions": 16,
-        "classification_images": 6,
-        "classes": 2,
+        "squares/images": 8,
+        "squares/captions": 16,
+        "sides/images": 6,
+        "sides/classes": 2,
     }
-    first = result.examples["text_to_image"][0]
+    assert list(result.examples) == ["squares"]
+    first = result.examples["squares"]["text_to_image"][0]
     assert first["query"] == "a red square on the left" and first["answer"].endswith("images/0.png")
     assert len(first["results"]) == 5 and {"image", "score", "correct"} <= set(first["results"][0])
     scores = [r["score"] for r in first["results"]]
     assert scores == sorted(scores, reverse=True)
-    assert len(result.examples["image_to_text"]) == 3
-    assert result.examples["image_to_text"][0]["answer"] == [
+    assert len(result.examples["squares"]["image_to_text"]) == 3
+    assert result.examples["squares"]["image_to_text"][0]["answer"] == [
         "a red square on the left",
         "red block, left side",
     ]
@@ -109,7 +118,7 @@ def test_metrics_chance_levels_and_examples(sets, model_dir):
 
 def test_retrieval_only_leaves_zero_shot_out(sets, model_dir):
     metrics = evaluate(config(sets[0]), model_dir).metrics
-    assert "zero_shot_top1" not in metrics and "image_to_text_r1" in metrics
+    assert "sides/zero_shot_top1" not in metrics and "squares/image_to_text_r1" in metrics
 
 
 def test_examples_html_embeds_the_images(sets, model_dir, tmp_path):
@@ -119,7 +128,7 @@ def test_examples_html_embeds_the_images(sets, model_dir, tmp_path):
     with open(path, encoding="utf-8") as f:
         page = f.read()
     assert page.count("data:image/png;base64,") == 2 * 5 + 2
-    assert "a red square on the left" in page and "image_to_text_r1" in page
+    assert "a red square on the left" in page and "squares/image_to_text_r1" in page
 
 
 def test_nothing_configured_is_an_input_error(model_dir):
@@ -148,3 +157,44 @@ def test_embeddings_are_unit_norm(model_dir):
     assert embeddings.shape == (5, 16)
     np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, rtol=1e-5)
     assert encoder.embed_texts([]).shape == (0, 16)
+
+
+@pytest.fixture(scope="module")
+def imagenet_style(tmp_path_factory) -> str:
+    """Two WordNet-id class folders and no classnames.txt: CLIP's names and templates apply."""
+    root = tmp_path_factory.mktemp("imagenet") / "val"
+    for wnid, colour in (("n01440764", "red"), ("n01443537", "blue")):
+        os.makedirs(root / wnid)
+        for side in SIDES:
+            (root / wnid / f"{side}.JPEG").write_bytes(encode(square_image(colour, side, (40, 40)), "jpeg"))
+    return str(root)
+
+
+def test_several_named_sets_score_as_each_alone(sets, model_dir, imagenet_style, tmp_path):
+    """Every set is scored on its own, under its own name; a second set changes no other's."""
+    retrieval, classification = sets
+    subset = json.loads(open(retrieval).read())
+    subset["images"] = subset["images"][:4]
+    (tmp_path / "images").symlink_to(os.path.join(os.path.dirname(retrieval), "images"))
+    (tmp_path / "dataset_first4.json").write_text(json.dumps(subset))
+    both = config(
+        retrieval,
+        classification,
+        f"eval.retrieval_sets=squares={retrieval},{tmp_path / 'dataset_first4.json'}",
+        f"eval.classification_sets=sides={classification},imagenet={imagenet_style}",
+    )
+    metrics = evaluate(both, model_dir).metrics
+    assert {key.partition("/")[0] for key in metrics} == {"squares", "first4", "sides", "imagenet"}
+    alone = {
+        **evaluate(config(retrieval, classification), model_dir).metrics,
+        **{
+            key.replace("squares/", "first4/"): value
+            for key, value in evaluate(
+                config(str(tmp_path / "dataset_first4.json")), model_dir
+            ).metrics.items()
+        },
+    }
+    for key, value in alone.items():
+        assert metrics[key] == pytest.approx(value, abs=1e-6), key
+    assert metrics["first4/image_to_text_r1_chance"] == pytest.approx(2 / 8)
+    assert metrics["imagenet/zero_shot_top1_chance"] == pytest.approx(1 / 2)

@@ -50,7 +50,7 @@ def test_unreachable_seed_url(tmp_path):
         "--set",
         f"scrape.seed_urls={seed}",
         "--set",
-        f"eval.retrieval_set={tmp_path}/r.json",
+        f"eval.retrieval_sets=r={tmp_path}/r.json",
     )
     _one_clear_error(proc, seed, "unreachable")
     proc = run_cli("scrape", "--seed", seed, "--out", str(tmp_path / "raw"), "--work-dir", str(tmp_path))
