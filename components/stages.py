@@ -71,6 +71,8 @@ def filter_stage(
 
     `markdown_path`, when given, receives the funnel as a Markdown table (for the kfp UI).
     """
+    from alignpipe.data.eval_sets import classification_sets, retrieval_sets
+    from alignpipe.filtering.contamination import CONTAMINATION_JSONL, contamination_counts
     from alignpipe.filtering.funnel import funnel_markdown
     from alignpipe.filtering.pipeline import run_filter
     from alignpipe.filtering.stats import DRIFT_JSON, STATS_JSON, STATS_PNG, stats_metrics
@@ -87,11 +89,13 @@ def filter_stage(
         values = {"input_pairs": funnel["input_pairs"], "kept_pairs": funnel["kept_pairs"]}
         values.update({f"dropped.{reason}": n for reason, n in funnel["dropped"].items()})
         values.update(stats_metrics(stats, drift))
+        sets = [name for name, _ in retrieval_sets(cfg.eval) + classification_sets(cfg.eval)]
+        values.update({f"contamination.{k}": n for k, n in contamination_counts(out_dir, sets).items()})
         _publish(metrics, values)
         mlflow.log_dict(funnel, "funnel.json")
         mlflow.log_dict(stats, STATS_JSON)
         mlflow.log_dict(drift, DRIFT_JSON)
-        for name in ("funnel.png", STATS_PNG):
+        for name in ("funnel.png", STATS_PNG, CONTAMINATION_JSONL):
             if fs.exists(fs.join(out_dir, name)):
                 mlflow.log_artifact(_local(fs.join(out_dir, name)))
     return funnel

@@ -6,6 +6,11 @@ Outputs, in `out_dir`:
   input paths), in their order, in the scrape's GZIP framing.
 - `dropped-SSSSS-of-NNNNN.jsonl` (`cfg.filter.num_shards` files): one JSON object per dropped pair,
   `{"image_url", "page_url", "sha256", "text", "reason"}`, `reason` one of `REASONS`.
+- `contamination.jsonl`: the test-set contamination report, one JSON object per pair dropped
+  as `image_eval_duplicate`, `{"image_url", "page_url", "sha256", "text", "image_phash" (16 hex
+  digits), "eval_set" (the set's name), "eval_image" (its path), "hamming"}`: the evaluation
+  image nearest to the pair's (ties: the smallest (set, path)); empty when none is dropped.
+  `contamination_counts` reads it back as removed pairs per set.
 - `funnel.json`, `funnel.png`: the counts (see `alignpipe.filtering.funnel`), and warnings,
   also logged, when a rule drops most of what reaches it or fewer pairs than one
   training batch are kept.
@@ -27,10 +32,11 @@ and from metadata only (`PairMeta`: SHA-256, text, size, pHash; no image bytes):
                   -> CoGroupByKey(normalised alt-text) <-----------------------------+-+
                   -> drop_reason() per pair -> decisions
     decisions -> dropped: JSONL | outcome counts -> funnel
+              -> image_eval_duplicate -> nearest evaluation image -> contamination.jsonl
               -> kept (shard, index) -> GroupByKey(shard) -> CopyKept: each shard is read
                  again and its kept records copied into the output shard of its number
               -> kept alt-texts -> WordPieceVocabulary (word counts, top-N) -> vocab.txt
-    evaluation images -> pHash -> PHashIndex (side input)
+    evaluation images (set, path) -> pHash -> PHashIndex, (set, path)s by pHash (side inputs)
     blocklist file    -> PHashIndex (side input)
 
 Hot keys: the counts per image and per alt-text are combiners whose accumulators stop
@@ -39,8 +45,9 @@ and images on every page cost the same as any other. The joins group small metad
 records, which a distributed runner streams; image bytes are never shuffled: they are read
 twice, sequentially, shard by shard (once for metadata, once to copy the kept records out).
 
-The side inputs are small: the pHash indexes of the evaluation images and of the
-blocklist (thousands to millions of 64-bit ints) and the vocabulary's cutoff key;
+The side inputs are small: the pHash indexes of the evaluation images (and their set
+and path by pHash) and of the blocklist (thousands to millions of 64-bit ints) and the
+vocabulary's cutoff key;
 corpus-sized data (pairs, counts, the vocabulary itself) only meets through joins.
 
 `run_filter_metadata` runs the same decisions on a metadata-only input (parquet with the
@@ -62,8 +69,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from PIL import Image
 
 from alignpipe import fs
-from alignpipe.config import Config, EvalConfig, FilterConfig
-from alignpipe.data.eval_sets import load_classification_set, load_retrieval_set
+from alignpipe.config import Config, FilterConfig, beam_pipeline_args
 from alignpipe.data.example_proto import Example
 from alignpipe.data.records import (
     SHARD_SUFFIX,
@@ -74,6 +80,13 @@ from alignpipe.data.records import (
     shard_prefix,
 )
 from alignpipe.errors import InputError
+from alignpipe.filtering.contamination import (
+    CONTAMINATION_JSONL,
+    contamination_counts,
+    evaluation_images_logged,
+    images_by_hash,
+    write_contamination,
+)
 from alignpipe.filtering.facts import METADATA_COLUMNS, PairMeta
 from alignpipe.filtering.funnel import FUNNEL_JSON, FunnelReport, plot_funnel, write_funnel_json
 from alignpipe.filtering.joins import AttachStats, DistinctUpTo
@@ -103,7 +116,6 @@ __all__ = [
     "FunnelReport",
     "run_filter",
     "run_filter_metadata",
-    "evaluation_image_paths",
     "decode_image_facts",
     "DecidePairs",
 ]
@@ -120,9 +132,11 @@ _STAGING = "_staging"  # outputs are written here, then moved into place when co
 def run_filter(cfg: Config, in_dir: str, out_dir: str, previous_stats: dict | None = None) -> FunnelReport:
     """Filters the raw pairs of `in_dir` into `out_dir` and reports the funnel.
 
-    Also writes the kept pairs' statistics (`corpus_stats.json`, `.png`), how far they
-    moved from `previous_stats` (`drift_report.json`; drift is logged as a warning), and
-    the WordPiece vocabulary of their alt-texts (`vocab.txt`).
+    Also writes the test-set contamination report (`contamination.jsonl`: each pair dropped
+    as `image_eval_duplicate`, with the evaluation set and image it is near; removed pairs
+    per set are logged), the kept pairs' statistics (`corpus_stats.json`, `.png`), how far
+    they moved from `previous_stats` (`drift_report.json`; drift is logged as a warning),
+    and the WordPiece vocabulary of their alt-texts (`vocab.txt`).
 
     Args:
         cfg: thresholds from `cfg.filter`, evaluation sets from `cfg.eval`, Beam
@@ -146,7 +160,7 @@ def run_filter(cfg: Config, in_dir: str, out_dir: str, previous_stats: dict | No
     shards = fs.glob(shard_pattern(in_dir))
     if not shards:
         raise InputError(f"filter input folder {in_dir!r} has no pair shards ({shard_pattern(in_dir)})")
-    eval_paths = evaluation_image_paths(cfg.eval)
+    eval_images = evaluation_images_logged(cfg.eval)
     blocklist = cfg.filter.unsafe_image_blocklist
     if not blocklist:
         log.info("filter: filter.unsafe_image_blocklist is empty, the image_unsafe rule is off")
@@ -165,12 +179,13 @@ def run_filter(cfg: Config, in_dir: str, out_dir: str, previous_stats: dict | No
     fs.makedirs(out_dir)
     counts_path = fs.join(out_dir, _COUNTS_FILE)
     start = time.monotonic()
-    log.info("filter: %d shards from %s, %d evaluation images", len(shards), in_dir, len(eval_paths))
-    with beam.Pipeline(options=PipelineOptions(list(cfg.runner.beam_args))) as p:
+    log.info("filter: %d shards from %s, %d evaluation images", len(shards), in_dir, len(eval_images))
+    with beam.Pipeline(options=PipelineOptions(beam_pipeline_args(cfg))) as p:
         shard_paths = p | "Shards" >> beam.Create(shards)
         metas = shard_paths | "ReadMetadata" >> beam.ParDo(_ReadShardMetadata(cfg.filter.nsfw_image_scorer))
-        eval_index, unsafe_index = _hash_indexes(p, cfg.filter, eval_paths)
+        eval_index, eval_by_hash, unsafe_index = _hash_indexes(p, cfg.filter, eval_images)
         decisions = metas | "Decide" >> DecidePairs(cfg.filter, eval_index, unsafe_index, words)
+        write_contamination(decisions, eval_index, eval_by_hash, cfg.filter, out_dir)
         _write_kept(shard_paths, decisions, shards, out_dir)
         _write_vocabulary(decisions, shards, cfg.model.vocab_size, out_dir)
         _write_report(metas, decisions, cfg.filter, out_dir, counts_path)
@@ -183,6 +198,7 @@ def run_filter(cfg: Config, in_dir: str, out_dir: str, previous_stats: dict | No
     write_stats_json(counts["stats"], fs.join(out_dir, STATS_JSON))
     write_stats_json(drift, fs.join(out_dir, DRIFT_JSON))
     plot_stats(counts["stats"], previous_stats, fs.join(out_dir, STATS_PNG))
+    contamination = contamination_counts(out_dir, {name for name, _ in eval_images})
     _publish(out_dir, final_dir)
     log.info(
         "filter: kept %d of %d pairs in %.1f s; dropped %s",
@@ -194,6 +210,8 @@ def run_filter(cfg: Config, in_dir: str, out_dir: str, previous_stats: dict | No
     for warning in report.warnings:
         log.warning("filter: %s", warning)
     (log.warning if drift["drifted"] else log.info)("filter: %s", drift["summary"])
+    if contamination:
+        log.info("filter: training pairs near an evaluation image, per set: %s", contamination)
     return report
 
 
@@ -202,40 +220,6 @@ def _unsafe_words(cfg: FilterConfig) -> UnsafeWordList:
         log.info("filter: filter.unsafe_alt_words is empty, the text_unsafe rule is off")
         return NO_UNSAFE_WORDS
     return load_unsafe_words(cfg.unsafe_alt_words)
-
-
-def evaluation_image_paths(eval_cfg: EvalConfig) -> list[str]:
-    """Every image of the configured evaluation sets, all retrieval splits included.
-
-    An empty `eval.retrieval_set` or `eval.classification_set` is skipped with a log
-    line (the image_eval_duplicate rule then checks fewer or no images).
-
-    Raises:
-        InputError: a configured set is missing or malformed.
-    """
-    paths: list[str] = []
-    if eval_cfg.retrieval_set:
-        splits = _retrieval_splits(eval_cfg.retrieval_set)
-        for split in splits:
-            paths += load_retrieval_set(eval_cfg.retrieval_set, split).image_paths
-        log.info("filter: retrieval set %s, splits %s", eval_cfg.retrieval_set, splits)
-    else:
-        log.info("filter: eval.retrieval_set is empty, no retrieval images to deduplicate against")
-    if eval_cfg.classification_set:
-        paths += load_classification_set(eval_cfg.classification_set).image_paths
-    else:
-        log.info("filter: eval.classification_set is empty, no classification images to deduplicate against")
-    return sorted(set(paths))
-
-
-def _retrieval_splits(json_path: str) -> list[str]:
-    if not fs.exists(json_path):
-        raise InputError(f"retrieval set {json_path!r} does not exist")
-    try:
-        entries = fs.read_json(json_path)["images"]
-        return sorted({entry["split"] for entry in entries if entry.get("split")})
-    except (ValueError, KeyError, TypeError, AttributeError):
-        raise InputError(f"retrieval set {json_path!r} is not Karpathy-format JSON") from None
 
 
 def decode_image_facts(image_bytes: bytes) -> tuple[bool, int, int, int | None]:
@@ -445,24 +429,28 @@ class DecidePairs(beam.PTransform):
         )
 
 
-def _hash_indexes(p, cfg: FilterConfig, eval_paths: list[str]):
-    """Two singleton PCollections: the PHashIndex of the evaluation images and of the blocklist."""
+def _hash_indexes(p, cfg: FilterConfig, eval_images: list[tuple[str, str]]):
+    """Three singleton PCollections: the PHashIndex of the evaluation images, their
+    (set, path)s by pHash (for the contamination report), and the PHashIndex of the blocklist."""
     eval_hashes = (
-        p | "EvalImages" >> beam.Create(eval_paths) | "EvalPHash" >> beam.Map(_evaluation_image_phash)
+        p
+        | "EvalImages" >> beam.Create(eval_images)
+        | "EvalPHash" >> beam.Map(lambda image: (_evaluation_image_phash(image[1]), image))
+        | "EvalHashList" >> beam.combiners.ToList()
     )
+    eval_index = eval_hashes | "EvalIndex" >> beam.Map(
+        lambda hashed: PHashIndex((h for h, _ in hashed), radius=cfg.eval_duplicate_max_hamming)
+    )
+    eval_by_hash = eval_hashes | "EvalImagesByHash" >> beam.Map(images_by_hash)
     blocklist = [cfg.unsafe_image_blocklist] if cfg.unsafe_image_blocklist else []
-    unsafe_hashes = (
-        p | "Blocklist" >> beam.Create(blocklist) | "ReadBlocklist" >> beam.FlatMap(read_blocklist)
+    unsafe_index = (
+        p
+        | "Blocklist" >> beam.Create(blocklist)
+        | "ReadBlocklist" >> beam.FlatMap(read_blocklist)
+        | "UnsafeHashList" >> beam.combiners.ToList()
+        | "UnsafeIndex" >> beam.Map(PHashIndex, radius=cfg.unsafe_image_max_hamming)
     )
-    return tuple(
-        hashes
-        | f"{label}HashList" >> beam.combiners.ToList()
-        | f"{label}Index" >> beam.Map(PHashIndex, radius=radius)
-        for hashes, label, radius in (
-            (eval_hashes, "Eval", cfg.eval_duplicate_max_hamming),
-            (unsafe_hashes, "Unsafe", cfg.unsafe_image_max_hamming),
-        )
-    )
+    return eval_index, eval_by_hash, unsafe_index
 
 
 class _CopyKept(beam.DoFn):
@@ -571,7 +559,7 @@ def run_filter_metadata(cfg: Config, metadata_pattern: str, out_dir: str) -> Fun
         fs.delete(stale)
     fs.makedirs(out_dir)
     counts_path = fs.join(out_dir, _COUNTS_FILE)
-    with beam.Pipeline(options=PipelineOptions(list(cfg.runner.beam_args))) as p:
+    with beam.Pipeline(options=PipelineOptions(beam_pipeline_args(cfg))) as p:
         metas = p | "Files" >> beam.Create(paths) | "ReadMetadata" >> beam.FlatMap(read_metadata_file)
         no_hashes = p | "NoHashes" >> beam.Create([PHashIndex([], radius=0)])
         words = _unsafe_words(cfg.filter)
@@ -588,7 +576,7 @@ def run_filter_metadata(cfg: Config, metadata_pattern: str, out_dir: str) -> Fun
 def _outputs(folder: str) -> list[str]:
     patterns = [shard_pattern(folder), fs.join(folder, f"{DROPPED_PREFIX}-*{DROPPED_SUFFIX}")]
     found = [path for pattern in patterns for path in fs.glob(pattern)]
-    names = (FUNNEL_JSON, FUNNEL_PNG, STATS_JSON, STATS_PNG, DRIFT_JSON, VOCAB_FILE)
+    names = (FUNNEL_JSON, FUNNEL_PNG, STATS_JSON, STATS_PNG, DRIFT_JSON, VOCAB_FILE, CONTAMINATION_JSONL)
     return found + [fs.join(folder, n) for n in names if fs.exists(fs.join(folder, n))]
 
 

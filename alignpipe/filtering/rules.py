@@ -78,8 +78,8 @@ RULE_CONFIG_HINTS: dict[str, str] = {
     "image_undecodable": "no threshold: the scraped bytes are not images (see the scrape manifest)",
     "image_unsafe": "check filter.unsafe_image_blocklist or lower filter.unsafe_image_max_hamming",
     "image_nsfw": "raise filter.nsfw_image_threshold or check filter.nsfw_image_scorer",
-    "image_eval_duplicate": "check eval.retrieval_set / eval.classification_set or lower "
-    "filter.eval_duplicate_max_hamming",
+    "image_eval_duplicate": "check eval.retrieval_sets / eval.classification_sets (contamination.jsonl "
+    "names the set and image each pair is near) or lower filter.eval_duplicate_max_hamming",
     "image_too_small": "lower filter.min_image_short_side",
     "image_aspect_ratio_too_large": "raise filter.max_aspect_ratio",
     "image_too_many_alts": "raise filter.max_alts_per_image",

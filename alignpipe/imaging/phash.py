@@ -26,7 +26,7 @@ bits follow rounding noise, so do not rely on pHash for blank images.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 from PIL import Image
@@ -120,6 +120,8 @@ class PHashIndex:
         >>> index = PHashIndex([0b1011, 1 << 63], radius=2)
         >>> index.has_within(0b1000, 2), index.has_within(0b0100, 1)
         (True, False)
+        >>> index.nearest(0b1000, 2), index.nearest(0b0100, 1)
+        ((11, 2), None)
     """
 
     def __init__(self, hashes: Iterable[int], radius: int):
@@ -138,13 +140,27 @@ class PHashIndex:
 
     def has_within(self, h: int, max_hamming: int) -> bool:
         """Whether some indexed hash is at Hamming distance <= `max_hamming` from `h`."""
+        return any(hamming(h, other) <= max_hamming for other in self._candidates(h, max_hamming))
+
+    def within(self, h: int, max_hamming: int) -> list[tuple[int, int]]:
+        """(hash, distance) of every indexed hash at distance <= `max_hamming` from `h`,
+        nearest first (ties: the smaller hash)."""
+        found = {other: hamming(h, other) for other in self._candidates(h, max_hamming)}
+        return sorted(((o, d) for o, d in found.items() if d <= max_hamming), key=lambda m: (m[1], m[0]))
+
+    def nearest(self, h: int, max_hamming: int) -> tuple[int, int] | None:
+        """(hash, distance) of the indexed hash nearest to `h` (ties: the smaller hash), or
+        None when none is within `max_hamming`."""
+        return next(iter(self.within(h, max_hamming)), None)
+
+    def _candidates(self, h: int, max_hamming: int) -> Iterator[int]:
+        """The indexed hashes that share a segment with `h` (a superset of those within
+        `max_hamming` when it is <= `radius`; every hash otherwise), possibly repeated."""
         if max_hamming > self.radius:
-            return any(hamming(h, other) <= max_hamming for other in self.hashes)
+            yield from self.hashes
+            return
         for table, (shift, mask) in zip(self._tables, self._segments, strict=True):
-            for other in table.get((h >> shift) & mask, ()):
-                if hamming(h, other) <= max_hamming:
-                    return True
-        return False
+            yield from table.get((h >> shift) & mask, ())
 
 
 def has_near_duplicate(h: int, hashes: PHashIndex | Iterable[int], max_hamming: int) -> bool:

@@ -12,12 +12,14 @@ import tensorflow as tf
 from PIL import Image
 
 from alignpipe import fs
-from alignpipe.config import EvalConfig, load_config
+from alignpipe.config import load_config
+from alignpipe.data.eval_sets import evaluation_images
 from alignpipe.data.records import ImageTextPair, shard_pattern
 from alignpipe.errors import InputError
-from alignpipe.filtering.pipeline import decode_image_facts, evaluation_image_paths, run_filter
+from alignpipe.filtering.contamination import contamination_counts
+from alignpipe.filtering.pipeline import decode_image_facts, run_filter
 from alignpipe.filtering.rules import REASONS, alt_unigrams_and_bigrams
-from alignpipe.imaging.phash import phash, write_blocklist
+from alignpipe.imaging.phash import hamming, parse_phash_hex, phash, write_blocklist
 from alignpipe.model.tokenizer import AlignTokenizer
 from tests.filtering.conftest import encode, make_scene
 
@@ -120,9 +122,9 @@ def _build_corpus(root: Path) -> tuple[list[tuple[ImageTextPair, str | None]], l
         "filter.unsafe_image_max_hamming=6",
         "filter.num_shards=2",
         f"filter.unsafe_image_blocklist={root / 'blocklist.txt'}",
-        f"eval.retrieval_set={root / 'retrieval' / 'karpathy.json'}",
-        "eval.retrieval_split=test",
-        f"eval.classification_set={root / 'classes'}",
+        f"eval.retrieval_sets=karpathy={root / 'retrieval' / 'karpathy.json'}",
+        "eval.retrieval_split=test",  # the filter checks every split all the same
+        f"eval.classification_sets=classes={root / 'classes'}",
     ]
     return pairs, overrides
 
@@ -139,6 +141,10 @@ def _write_shards(in_dir: Path, pairs: list[ImageTextPair], num_shards: int = 3)
 def _read_pairs(out_dir: Path, name: str = "") -> list[ImageTextPair]:
     paths = [str(out_dir / name)] if name else fs.glob(shard_pattern(str(out_dir)))
     return [ImageTextPair.from_example(r.numpy()) for r in tf.data.TFRecordDataset(paths, "GZIP")]
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
 def _assert_trainers_vocabulary(out_dir: Path, vocab_size: int) -> None:
@@ -180,9 +186,17 @@ def test_run_filter_counts_every_pair_under_its_reason(tmp_path, hot_key_pairs):
         (p.image_url, p.text, r) for p, r in pairs if r
     )
     assert set(dropped[0]) == {"image_url", "page_url", "sha256", "text", "reason"}
+    contamination = _read_jsonl(out_dir / "contamination.jsonl")
+    duplicates = [p.text for p, r in pairs if r == "image_eval_duplicate"]  # near e1, e2, e3 in turn
+    near = [("karpathy", "e1.png"), ("karpathy", "e2.png"), ("classes", "e3.png")]
+    assert sorted((c["text"], c["eval_set"], Path(c["eval_image"]).name) for c in contamination) == sorted(
+        (text, *image) for text, image in zip(duplicates, near, strict=True)
+    )
+    assert contamination_counts(str(out_dir)) == {"classes": 1, "karpathy": 2}
     assert json.loads((out_dir / "funnel.json").read_text()) == report.to_dict()
     assert Image.open(out_dir / "funnel.png").format == "PNG"
     assert sorted(p.name for p in out_dir.iterdir() if not p.name.startswith(("pairs-", "dropped-"))) == [
+        "contamination.jsonl",
         "corpus_stats.json",
         "corpus_stats.png",
         "drift_report.json",
@@ -217,14 +231,11 @@ def test_missing_blocklist_is_an_input_error(tmp_path):
         run_filter(cfg, str(tmp_path / "raw"), str(tmp_path / "out"))
 
 
-def test_evaluation_images_of_every_split(tmp_path, caplog):
+def test_evaluation_images_of_every_split(tmp_path):
     pairs, overrides = _build_corpus(tmp_path)
     cfg = load_config("local", "tiny", overrides)
-    names = sorted(Path(p).name for p in evaluation_image_paths(cfg.eval))
-    assert names == ["e1.png", "e2.png", "e3.png"]
-    with caplog.at_level(logging.INFO, logger="alignpipe"):
-        assert evaluation_image_paths(EvalConfig()) == []
-    assert "eval.retrieval_set is empty" in caplog.text and "eval.classification_set is empty" in caplog.text
+    images = [(name, Path(path).name) for name, path in evaluation_images(cfg.eval)]
+    assert images == [("classes", "e3.png"), ("karpathy", "e1.png"), ("karpathy", "e2.png")]
 
 
 def test_decode_image_facts():
@@ -237,21 +248,29 @@ def test_decode_image_facts():
 
 
 @pytest.mark.large
-def test_hash_rules_off_without_eval_sets_or_blocklist_and_old_outputs_replaced(tmp_path):
+def test_hash_rules_off_without_eval_sets_or_blocklist_and_old_outputs_replaced(tmp_path, caplog):
     image = make_scene(7)
     pairs = [_pair(encode(image), "a red circle on the left", 0), _pair(encode(image), "a red circle", 1)]
     _write_shards(tmp_path / "raw", pairs, num_shards=1)
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     stale = ["pairs-00000-of-00005.tfrecord.gz", "dropped-00003-of-00004.jsonl", "funnel.png", "vocab.txt"]
+    stale.append("contamination.jsonl")
     for name in stale:
         (out_dir / name).write_bytes(b"old")
     cfg = load_config("local", "tiny", ["filter.num_shards=1", "filter.min_image_short_side=10"])
 
-    report = run_filter(cfg, str(tmp_path / "raw"), str(out_dir))
+    with caplog.at_level(logging.INFO, logger="alignpipe"):
+        report = run_filter(cfg, str(tmp_path / "raw"), str(out_dir))
 
     assert report.input_pairs == 2 and report.kept_pairs == 2
+    assert (
+        "filter: no evaluation set is configured (eval.retrieval_sets, eval.classification_sets), "
+        "the image_eval_duplicate rule checks nothing"
+    ) in caplog.messages
+    assert "filter: filter.unsafe_image_blocklist is empty, the image_unsafe rule is off" in caplog.messages
     assert sorted(p.name for p in out_dir.iterdir()) == [
+        "contamination.jsonl",
         "corpus_stats.json",
         "corpus_stats.png",
         "drift_report.json",
@@ -262,6 +281,7 @@ def test_hash_rules_off_without_eval_sets_or_blocklist_and_old_outputs_replaced(
         "vocab.txt",
     ]
     assert (out_dir / "dropped-00000-of-00001.jsonl").read_text() == ""
+    assert (out_dir / "contamination.jsonl").read_text() == "" and contamination_counts(str(out_dir)) == {}
     _assert_trainers_vocabulary(out_dir, cfg.model.vocab_size)
     assert Image.open(out_dir / "funnel.png").format == "PNG"
     assert sorted(_read_pairs(out_dir), key=repr) == sorted(pairs, key=repr)
@@ -324,8 +344,8 @@ def test_tiny_preset_on_the_demo_web(tmp_path):
         "local",
         "tiny",
         [
-            f"eval.retrieval_set={web.retrieval_set}",
-            f"eval.classification_set={web.classification_set}",
+            f"eval.retrieval_sets=demo={web.retrieval_set}",
+            f"eval.classification_sets=demo_shapes={web.classification_set}",
             f"filter.unsafe_image_blocklist={web.unsafe_image_blocklist}",
         ],
     )
@@ -349,6 +369,10 @@ def test_tiny_preset_on_the_demo_web(tmp_path):
     assert report.kept_pairs == n["good"] + n["rare_token"] - rare_token_alts_too_long
     assert report.warnings == ()
     _assert_trainers_vocabulary(tmp_path / "filtered", cfg.model.vocab_size)
+    _assert_contamination_report(tmp_path / "filtered", dropped["image_eval_duplicate"], cfg)
+    # the demo's near-copies are of retrieval images
+    sets = ["demo", "demo_shapes"]
+    assert contamination_counts(str(tmp_path / "filtered"), sets) == {"demo": 30, "demo_shapes": 0}
     # The whole funnel of the demo at seed 0, pinned: the same before and after statistics
     # moved to metadata-only records and combiners.
     assert (report.input_pairs, report.kept_pairs) == (3557, 3099)
@@ -362,3 +386,94 @@ def test_tiny_preset_on_the_demo_web(tmp_path):
         "text_too_long": 61,
         "text_shared_by_too_many_images": 60,
     }
+
+
+def _assert_contamination_report(out_dir: Path, eval_duplicates: int, cfg) -> None:
+    """One line per pair dropped as image_eval_duplicate, naming a set and an evaluation image
+    of it whose pHash is `hamming` bits, at most the limit, from the pair's."""
+    report = _read_jsonl(out_dir / "contamination.jsonl")
+    dropped = [d for path in out_dir.glob("dropped-*.jsonl") for d in _read_jsonl(path)]
+    assert len(report) == eval_duplicates
+    assert sorted((c["image_url"], c["text"]) for c in report) == sorted(
+        (d["image_url"], d["text"]) for d in dropped if d["reason"] == "image_eval_duplicate"
+    )
+    images = set(evaluation_images(cfg.eval))
+    for c in report:
+        assert (c["eval_set"], c["eval_image"]) in images
+        distance = hamming(parse_phash_hex(c["image_phash"]), phash(Image.open(c["eval_image"])))
+        assert c["hamming"] == distance <= cfg.filter.eval_duplicate_max_hamming
+    assert sum(contamination_counts(str(out_dir)).values()) == eval_duplicates
+
+
+@pytest.mark.large
+def test_contamination_report_names_the_set_and_image_of_each_near_copy(tmp_path, caplog):
+    """Two named sets, a retrieval set over two splits and a classification set, and training
+    images near an image of each; an image in both sets is reported under the smaller name."""
+    flickr, shapes = tmp_path / "flickr", tmp_path / "shapes"
+    (shapes / "circle").mkdir(parents=True)
+    flickr.mkdir()
+    test_image, val_image, class_image, shared = (make_scene(seed, 96, 96) for seed in (10, 11, 12, 13))
+    for image, path in [
+        (test_image, flickr / "f1.png"),
+        (val_image, flickr / "f2.png"),
+        (shared, flickr / "f3.png"),
+        (class_image, shapes / "circle" / "s1.png"),
+        (shared, shapes / "circle" / "s2.png"),
+    ]:
+        image.save(path)
+    entries = [
+        {"filename": name, "split": split, "sentences": [{"raw": "a thing"}]}
+        for name, split in [("f1.png", "test"), ("f2.png", "val"), ("f3.png", "test")]
+    ]
+    (flickr / "dataset_flickr.json").write_text(json.dumps({"images": entries}))
+    (shapes / "classnames.txt").write_text("circle\ta circle\n")
+    near_copies = [
+        (encode(test_image, "JPEG", quality=80), ("flickr", flickr / "f1.png")),
+        (encode(val_image.resize((90, 90))), ("flickr", flickr / "f2.png")),
+        (encode(class_image, "JPEG", quality=85), ("shapes", shapes / "circle" / "s1.png")),
+        (encode(shared), ("flickr", flickr / "f3.png")),  # in both sets: the smaller (set, path)
+    ]
+    pairs = [_pair(data, f"near copy number {n} here", n) for n, (data, _) in enumerate(near_copies)]
+    pairs += [_pair(encode(make_scene(20 + n, 96, 96)), "a red circle on the left", 10 + n) for n in range(2)]
+    _write_shards(tmp_path / "raw", pairs, num_shards=2)
+    cfg = load_config(
+        "local",
+        "tiny",
+        [
+            "filter.num_shards=1",
+            f"eval.retrieval_sets=flickr={flickr / 'dataset_flickr.json'}",
+            f"eval.classification_sets=shapes={shapes}",
+        ],
+    )
+
+    with caplog.at_level(logging.INFO, logger="alignpipe"):
+        report = run_filter(cfg, str(tmp_path / "raw"), str(tmp_path / "out"))
+
+    assert report.dropped["image_eval_duplicate"] == 4 and report.kept_pairs == 2
+    assert "filter: evaluation set flickr: 3 images to deduplicate against" in caplog.messages
+    assert "filter: evaluation set shapes: 2 images to deduplicate against" in caplog.messages
+    contamination = {c["image_url"]: c for c in _read_jsonl(tmp_path / "out" / "contamination.jsonl")}
+    assert len(contamination) == 4
+    for pair, (data, (set_name, path)) in zip(pairs, near_copies, strict=False):
+        line = contamination[pair.image_url]
+        image_hash = phash(Image.open(io.BytesIO(data)))
+        assert (line["eval_set"], line["eval_image"]) == (set_name, str(path))
+        assert line["hamming"] == hamming(image_hash, phash(Image.open(path))) <= 6
+        assert line["image_phash"] == f"{image_hash:016x}"
+        assert (line["page_url"], line["sha256"], line["text"]) == (pair.page_url, pair.sha256, pair.text)
+    assert contamination_counts(str(tmp_path / "out"), ["flickr", "shapes", "coco"]) == {
+        "coco": 0,
+        "flickr": 3,
+        "shapes": 1,
+    }
+    assert "filter: training pairs near an evaluation image, per set: {'flickr': 3, 'shapes': 1}" in (
+        caplog.messages
+    )
+
+
+def test_contamination_counts_needs_the_filters_report(tmp_path):
+    with pytest.raises(InputError, match="contamination.jsonl' does not exist"):
+        contamination_counts(str(tmp_path))
+    (tmp_path / "contamination.jsonl").write_text('{"eval_set": "coco"}\nnot json\n')
+    with pytest.raises(InputError, match=r"contamination.jsonl:2: not a contamination record"):
+        contamination_counts(str(tmp_path))

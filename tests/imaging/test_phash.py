@@ -88,6 +88,33 @@ def test_index_agrees_with_a_linear_scan():
                 assert has_near_duplicate(q, stored, d) == expected
 
 
+def test_nearest_and_within_agree_with_a_linear_scan():
+    rng = random.Random(1)
+    stored = [rng.getrandbits(64) for _ in range(200)]
+    stored += [stored[0] ^ 0b11, stored[0] ^ 0b1100]  # two hashes 2 bits from stored[0]: a tie
+    queries = [h ^ (1 << rng.randrange(64)) ^ (1 << rng.randrange(64)) for h in stored[:50]]
+    queries += [rng.getrandbits(64) for _ in range(50)] + [stored[0]]
+    for radius in (0, 1, 3, 6):
+        index = PHashIndex(stored, radius)
+        for d in (0, 1, 2, 3, 6, 10):
+            for q in queries:
+                expected = sorted((hamming(q, s), s) for s in set(stored) if hamming(q, s) <= d)
+                assert index.within(q, d) == [(s, dist) for dist, s in expected]
+                assert index.nearest(q, d) == (None if not expected else (expected[0][1], expected[0][0]))
+    index = PHashIndex(stored, radius=2)
+    tie = sorted([stored[0] ^ 0b11, stored[0] ^ 0b1100])[0]
+    assert index.nearest(stored[0] ^ 0b1111, 2) == (tie, 2)  # two at distance 2: the smaller hash
+
+
+def test_the_module_examples_hold():
+    import doctest
+
+    from alignpipe.imaging import phash as module
+
+    results = doctest.testmod(module)
+    assert results.attempted >= 6 and results.failed == 0
+
+
 def test_blocklist_round_trip_and_errors(tmp_path):
     path = str(tmp_path / "blocklist.txt")
     write_blocklist(path, [1, 2**64 - 1])

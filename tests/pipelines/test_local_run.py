@@ -56,7 +56,11 @@ def test_funnel_adds_up_and_every_rule_fires(runs):
     fired = {k for k, v in dropped.items() if v > 0}
     assert len(fired) >= 8, dropped
     artifacts = {a.path for a in client.list_artifacts(stages["filter"].info.run_id)}
-    assert {"funnel.json", "funnel.png"} <= artifacts
+    assert {"funnel.json", "funnel.png", "contamination.jsonl"} <= artifacts
+    # Every near-copy of an evaluation image is reported under the set it copies.
+    contaminated = {k: v for k, v in m.items() if k.startswith("contamination.")}
+    assert set(contaminated) == {"contamination.demo", "contamination.demo_shapes"}
+    assert sum(contaminated.values()) == m["dropped.image_eval_duplicate"] > 0
 
 
 def test_training_logged_curves_and_lowered_the_loss(runs):
