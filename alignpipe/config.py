@@ -37,6 +37,21 @@ class RunnerConfig:
     data_image: str = "alignpipe-data:latest"  # kfp base image of data steps; Beam SDK based
     trainer_image: str = "alignpipe-trainer:latest"  # kfp base image of train / evaluate
     work_dir: str = "alignpipe-work"  # local runs: demo web, kfp root, MLflow store
+    # Google Cloud: where Vertex AI pipeline jobs (and their Dataflow and custom jobs) run.
+    gcp_project: str = ""
+    gcp_region: str = "us-central1"
+    pipeline_root: str = ""  # gs:// folder of the pipeline's artifacts
+    service_account: str = ""  # the identity pipeline jobs and their jobs run as; "" = the default
+    # Dataflow (a --runner=DataflowRunner in beam_args): project, region, the data image and
+    # gs:// temp folders come from the keys above (`beam_pipeline_args`).
+    dataflow_machine_type: str = "n2-standard-4"
+    dataflow_max_workers: int = 100
+    # Every pipeline task's requests (kfp set_cpu_limit / set_memory_limit) and retries.
+    data_task_cpu: str = "4"
+    data_task_memory: str = "16G"
+    trainer_task_cpu: str = "8"
+    trainer_task_memory: str = "32G"
+    task_retries: int = 2
 
 
 @dataclass(frozen=True)
@@ -207,8 +222,9 @@ class RegisterConfig:
 class TrackingConfig:
     """MLflow tracking; a relative sqlite path lives in runner.work_dir."""
 
-    tracking_uri: str = ""  # empty: sqlite:///<work_dir>/mlflow.db
+    tracking_uri: str = ""  # empty: sqlite:///<work_dir>/mlflow.db (local only); else http(s)://server
     experiment: str = "alignpipe"
+    server_wait_s: float = 120.0  # how long a task waits for the server's /health before failing
 
 
 @dataclass(frozen=True)
@@ -258,7 +274,15 @@ class Config:
 ENV_PRESETS: dict[str, dict[str, object]] = {
     "local": {
         "runner.beam_args": (f"--runner={IN_PROCESS_RUNNER}",),
+        "runner.task_retries": 0,  # a local failure is a bug or bad input: retrying only delays it
         "train.strategy": "default",
+    },
+    # Vertex AI Pipelines: Beam on Dataflow from inside the scrape and filter tasks (its options
+    # from `runner.*`, `beam_pipeline_args`), a shared MLflow server (`tracking.tracking_uri`,
+    # required), every path a gs:// URI under `runner.pipeline_root`.
+    "vertex": {
+        "runner.beam_args": ("--runner=DataflowRunner", "--experiments=use_runner_v2"),
+        "train.strategy": "tpu",
     },
 }
 
@@ -352,16 +376,25 @@ def load_config(env: str = "local", experiment: str = "tiny", overrides: typing.
         raise ConfigError(
             f"unknown experiment preset {experiment!r}; choose one of {sorted(EXPERIMENT_PRESETS)}"
         )
-    cfg = Config(env=env, experiment=experiment)
-    cfg = _apply(cfg, ENV_PRESETS[env])
-    cfg = _apply(cfg, EXPERIMENT_PRESETS[experiment])
+    cfg = _with_overrides(_presets(env, experiment), overrides)
+    return validate(cfg)
+
+
+def _presets(env: str, experiment: str) -> Config:
+    """The defaults with the two presets applied (not validated: overrides may complete them)."""
+    return _apply(
+        _apply(Config(env=env, experiment=experiment), ENV_PRESETS[env]), EXPERIMENT_PRESETS[experiment]
+    )
+
+
+def _with_overrides(cfg: Config, overrides: typing.Iterable[str]) -> Config:
     parsed: dict[str, object] = {}
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep:
             raise ConfigError(f"override {item!r} is not of the form key=value")
         parsed[key.strip()] = _parse(key.strip(), _field_type(cfg, key.strip()), text.strip())
-    return validate(_apply(cfg, parsed))
+    return _apply(cfg, parsed)
 
 
 def validate(cfg: Config) -> Config:
@@ -380,6 +413,7 @@ def validate(cfg: Config) -> Config:
         "filter.rare_token_min_word_share",
         "train.temperature_lr_multiplier",
         "register.margin",
+        "runner.task_retries",
         "train.weight_decay",
         "train.label_smoothing",
         "scrape.min_host_delay_s",
@@ -451,6 +485,13 @@ def validate(cfg: Config) -> Config:
         "a list that includes tfrecord (the later stages read it)",
     )
     _check(cfg.scrape.jpeg_quality <= 100, "scrape.jpeg_quality", cfg.scrape.jpeg_quality, "<= 100")
+    _check(
+        cfg.env == "local" or cfg.tracking.tracking_uri.startswith(("http://", "https://")),
+        "tracking.tracking_uri",
+        cfg.tracking.tracking_uri,
+        f"the http(s) URI of the shared MLflow server in the {cfg.env!r} environment (its tasks run on "
+        "separate machines, so a local store would split the run)",
+    )
     for template in cfg.eval.prompt_templates:
         _check("{}" in template, "eval.prompt_templates", template, "a template containing {}")
     names: list[str] = []
@@ -487,6 +528,61 @@ def named_path(item: str) -> tuple[str, str]:
 
 
 OUTPUT_FORMATS = ("tfrecord", "webdataset", "parquet")
+
+
+def beam_pipeline_args(cfg: Config) -> list[str]:
+    """`runner.beam_args`, completed for Dataflow from `runner.*` when it is the runner.
+
+    On Dataflow the workers run the data image (`--sdk_container_image`, built FROM the Beam
+    SDK image) in `runner.gcp_project` / `gcp_region`, with temp and staging folders under
+    `runner.pipeline_root`; an option already in `beam_args` wins.
+
+    Raises:
+        ConfigError: Dataflow without a project or a gs:// pipeline root.
+    """
+    args = list(cfg.runner.beam_args)
+    if "--runner=DataflowRunner" not in args:
+        return args
+    r = cfg.runner
+    _check(bool(r.gcp_project), "runner.gcp_project", r.gcp_project, "a Google Cloud project id for Dataflow")
+    _check(r.pipeline_root.startswith("gs://"), "runner.pipeline_root", r.pipeline_root, "a gs:// folder")
+    root = r.pipeline_root.rstrip("/")
+    options = {
+        "project": r.gcp_project,
+        "region": r.gcp_region,
+        "temp_location": f"{root}/dataflow/temp",
+        "staging_location": f"{root}/dataflow/staging",
+        "sdk_container_image": r.data_image,
+        "machine_type": r.dataflow_machine_type,
+        "max_num_workers": str(r.dataflow_max_workers),
+        "service_account_email": r.service_account,
+    }
+    given = {a.split("=", 1)[0].lstrip("-") for a in args}
+    return args + [f"--{k}={v}" for k, v in options.items() if v and k not in given]
+
+
+def with_run_parameters(cfg: Config, experiment: str = "", overrides: typing.Iterable[str] = ()) -> Config:
+    """`cfg` as one pipeline run asks for it: another experiment preset and `key=value` overrides.
+
+    The settings `cfg` made beyond its presets (those a template was compiled with) carry over
+    to the new experiment preset; then the overrides apply. Used by the pipeline's first task,
+    so that one compiled template serves runs on other inputs, sets and presets.
+
+    Example:
+        >>> base = load_config("local", "paper", ["train.steps=7"])
+        >>> run = with_run_parameters(base, "tiny", ["eval.recall_ks=1"])
+        >>> run.experiment, run.train.steps, run.model.embed_dim, run.eval.recall_ks
+        ('tiny', 7, 128, (1,))
+    """
+    if experiment and experiment != cfg.experiment:
+        if experiment not in EXPERIMENT_PRESETS:
+            raise ConfigError(
+                f"unknown experiment preset {experiment!r}; choose one of {sorted(EXPERIMENT_PRESETS)}"
+            )
+        presets = _presets(cfg.env, cfg.experiment).flat()
+        own = {k: v for k, v in cfg.flat().items() if v != presets[k] and k not in ("env", "experiment")}
+        cfg = _apply(_presets(cfg.env, experiment), own)
+    return validate(_with_overrides(cfg, overrides))
 
 
 _CALLABLE_SPEC = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")

@@ -12,8 +12,12 @@ import logging
 import os
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 
 from alignpipe.config import Config
+from alignpipe.errors import AlignPipeError
 
 log = logging.getLogger("alignpipe")
 _SETUP: dict[str, subprocess.Popen] = {}  # tracking URI -> the child creating that store
@@ -26,7 +30,8 @@ _CREATE = (
 
 
 def tracking_uri(cfg: Config) -> str:
-    """The configured tracking URI, or a SQLite store inside `runner.work_dir`."""
+    """The configured tracking URI, or a SQLite store inside `runner.work_dir` (local runs only:
+    elsewhere every task has its own disk, so the config requires a server)."""
     if cfg.tracking.tracking_uri:
         return cfg.tracking.tracking_uri
     return f"sqlite:///{os.path.abspath(os.path.join(cfg.runner.work_dir, 'mlflow.db'))}"
@@ -52,3 +57,33 @@ def wait(uri: str) -> None:
     if setup is not None and setup.wait() != 0:
         # the caller then creates the store itself, and reports any real problem with it
         log.warning("setting up the MLflow store %s ahead of time failed (exit %d)", uri, setup.returncode)
+
+
+def check_server(uri: str, wait_s: float) -> None:
+    """Waits up to `wait_s` for a tracking server's `/health` to answer (a server scaled to zero
+    takes a while); nothing for a local store.
+
+    Raises:
+        AlignPipeError: the server does not answer in time (naming it and the last error).
+    """
+    if not uri.startswith(("http://", "https://")):
+        return
+    deadline, error = time.monotonic() + wait_s, ""
+    while True:
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10) as response:
+                if response.status == 200:
+                    return
+                error = f"HTTP {response.status}"
+        except urllib.error.HTTPError as e:
+            error = f"HTTP {e.code}"
+            if e.code in (401, 403):  # the server is up; MLflow's own client authenticates
+                return
+        except OSError as e:
+            error = str(getattr(e, "reason", e))
+        if time.monotonic() >= deadline:
+            raise AlignPipeError(
+                f"the MLflow tracking server {uri} does not answer ({error}) after {wait_s:g} s "
+                "(tracking.tracking_uri, tracking.server_wait_s)"
+            )
+        time.sleep(min(2.0, max(0.1, deadline - time.monotonic())))

@@ -5,6 +5,10 @@ image (the project installed, no `packages_to_install`), so the same component
 runs in kfp's local SubprocessRunner and as a Vertex AI Pipelines task.
 `build_components` binds the functions to the configured images.
 
+The data steps hand Beam their artifacts' URIs (gs:// on Vertex AI, which Dataflow workers
+read), never the /gcs/ mount paths that exist only inside the task's pod; train and evaluate
+read and write through that mount.
+
 Component bodies are shipped as source, so each imports what it uses; annotations
 stay real objects (no `from __future__ import annotations`) because kfp reads them.
 """
@@ -15,19 +19,41 @@ from kfp import dsl
 from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Model, Output
 
 
-def start_tracking(config_json: str, pipeline_job: str) -> str:
-    """Opens the MLflow parent run of this pipeline run; returns its run id."""
-    from alignpipe.config import Config
+def start_tracking(
+    config_json: str,
+    pipeline_job: str,
+    experiment: str,
+    source: str,
+    seed_urls: str,
+    input_paths: str,
+    retrieval_sets: str,
+    classification_sets: str,
+    overrides: str,
+) -> str:
+    """Resolves the run's config from the template's and the run's parameters, opens the MLflow
+    parent run of this pipeline run with it; returns the run's config JSON for every later task."""
+    from components.parameters import run_config
     from components.tracking import start_pipeline_run
 
-    return start_pipeline_run(Config.from_json(config_json), pipeline_job)
+    cfg = run_config(
+        config_json,
+        experiment,
+        overrides,
+        source=source,
+        seed_urls=seed_urls,
+        input_paths=input_paths,
+        retrieval_sets=retrieval_sets,
+        classification_sets=classification_sets,
+    )
+    start_pipeline_run(cfg, pipeline_job)
+    return cfg.to_json()
 
 
 def scrape(config_json: str, pipeline_job: str, pairs: Output[Dataset], metrics: Output[Metrics]):
     """Crawls the seed URLs (robots.txt obeyed) into (image, alt-text) pair shards."""
     from components.stages import scrape_stage
 
-    scrape_stage(config_json, pipeline_job, pairs.path, metrics)
+    scrape_stage(config_json, pipeline_job, pairs.uri, metrics)
 
 
 def filter_pairs(
@@ -41,7 +67,7 @@ def filter_pairs(
     """Applies ALIGN's image and text filters; writes kept pairs and the funnel."""
     from components.stages import filter_stage
 
-    filter_stage(config_json, pipeline_job, raw_pairs.path, pairs.path, metrics, markdown_path=funnel.path)
+    filter_stage(config_json, pipeline_job, raw_pairs.uri, pairs.uri, metrics, markdown_path=funnel.path)
 
 
 def train(
@@ -93,16 +119,28 @@ def register(
     ]
 
 
-def finish_tracking(config_json: str, pipeline_job: str, status: dsl.PipelineTaskFinalStatus):
-    """Ends the MLflow parent run with the pipeline's final state (exit handler)."""
+def finish_tracking(config_json: str, pipeline_job: str, overrides: str, status: dsl.PipelineTaskFinalStatus):
+    """Ends the MLflow parent run with the pipeline's final state (exit handler). It runs even
+    when the first task failed, so it reads the tracking settings from the template's config
+    and the run's overrides itself."""
     from alignpipe.config import Config
+    from components.parameters import run_config
     from components.tracking import finish_pipeline_run
 
-    finish_pipeline_run(Config.from_json(config_json), pipeline_job, status.state == "SUCCEEDED")
+    try:
+        cfg = run_config(config_json, overrides=overrides)
+    except Exception:  # the first task has reported the bad parameter; end the run anyway
+        cfg = Config.from_json(config_json)
+    finish_pipeline_run(cfg, pipeline_job, status.state == "SUCCEEDED")
 
 
-def build_components(data_image: str, trainer_image: str) -> types.SimpleNamespace:
-    """The components bound to the project's images: data steps and trainer steps."""
+TRAINER_STEPS = ("train", "evaluate")
+
+
+def build_components(cfg) -> types.SimpleNamespace:
+    """The components bound to the project's images (`runner.data_image` for data steps,
+    `runner.trainer_image` for train and evaluate); `TRAINER_STEPS` names the latter."""
+    data_image, trainer_image = cfg.runner.data_image, cfg.runner.trainer_image
     data = {
         "start_tracking": start_tracking,
         "scrape": scrape,
@@ -110,7 +148,7 @@ def build_components(data_image: str, trainer_image: str) -> types.SimpleNamespa
         "register": register,
         "finish_tracking": finish_tracking,
     }
-    trainer = {"train": train, "evaluate": evaluate}
+    trainer = {name: globals()[name] for name in TRAINER_STEPS}
     built = {
         name: dsl.component(fn, base_image=data_image, install_kfp_package=False) for name, fn in data.items()
     }

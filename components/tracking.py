@@ -22,6 +22,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from alignpipe import fs
 from alignpipe.config import Config
+from alignpipe.errors import AlignPipeError
 from components import mlflow_store
 from components.mlflow_store import tracking_uri
 
@@ -38,6 +39,7 @@ def connect(cfg: Config) -> str:
     """
     uri = tracking_uri(cfg)
     mlflow_store.wait(uri)
+    mlflow_store.check_server(uri, cfg.tracking.server_wait_s)
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(cfg.tracking.experiment)
@@ -146,7 +148,11 @@ def stage_run(
     experiment_id = connect(cfg)
     parent = find_pipeline_run(cfg, pipeline_job) if pipeline_job else None
     if pipeline_job and parent is None:
-        parent = start_pipeline_run(cfg, pipeline_job)
+        raise AlignPipeError(
+            f"no MLflow parent run for pipeline job {pipeline_job!r} at {tracking_uri(cfg)} "
+            f"(experiment {cfg.tracking.experiment!r}): the start-tracking task creates it, so this "
+            "task sees another tracking store; set tracking.tracking_uri to the one shared server"
+        )
     tags = {STAGE_TAG: stage, ROLE_TAG: "stage"}
     if pipeline_job:
         tags[PIPELINE_JOB_TAG] = pipeline_job

@@ -10,36 +10,79 @@ from kfp import compiler, dsl
 
 from alignpipe.config import Config
 from components.ops import build_components
+from components.parameters import parameter_defaults
 
 PIPELINE_NAME = "align"
 
 
 def build_pipeline(cfg: Config):
-    """The `@dsl.pipeline` function for `cfg`'s images, with `cfg` as the default config."""
-    ops = build_components(cfg.runner.data_image, cfg.runner.trainer_image)
+    """The `@dsl.pipeline` function for `cfg`'s images, with `cfg` as the default config.
+
+    Its parameters (`components.parameters`) let each run of one compiled template choose the
+    experiment preset, the input, the evaluation sets and any overrides; their defaults
+    reproduce `cfg`.
+    """
+    ops = build_components(cfg)
+    default = parameter_defaults(cfg)
+
+    def sized(task, trainer: bool = False):
+        """Sets the task's CPU and memory requests and retries from `runner.*`."""
+        r = cfg.runner
+        cpu, memory = (
+            (r.trainer_task_cpu, r.trainer_task_memory) if trainer else (r.data_task_cpu, r.data_task_memory)
+        )
+        task.set_cpu_limit(cpu).set_memory_limit(memory)
+        return task.set_retry(r.task_retries) if r.task_retries else task
 
     @dsl.pipeline(name=PIPELINE_NAME, description="ALIGN: noisy alt-text pairs -> dual encoder.")
-    def align_pipeline(config_json: str = cfg.to_json()):
+    def align_pipeline(
+        config_json: str = cfg.to_json(),
+        experiment: str = default["experiment"],
+        source: str = default["source"],
+        seed_urls: str = default["seed_urls"],
+        input_paths: str = default["input_paths"],
+        retrieval_sets: str = default["retrieval_sets"],
+        classification_sets: str = default["classification_sets"],
+        overrides: str = default["overrides"],
+    ):
         job = dsl.PIPELINE_JOB_NAME_PLACEHOLDER
-        finish = ops.finish_tracking(config_json=config_json, pipeline_job=job).set_display_name(
-            "finish-tracking"
-        )
-        with dsl.ExitHandler(finish):
-            start = ops.start_tracking(config_json=config_json, pipeline_job=job)
-            scraped = ops.scrape(config_json=config_json, pipeline_job=job).after(start)
-            filtered = ops.filter_pairs(
-                config_json=config_json, pipeline_job=job, raw_pairs=scraped.outputs["pairs"]
-            )
-            trained = ops.train(config_json=config_json, pipeline_job=job, pairs=filtered.outputs["pairs"])
-            evaluated = ops.evaluate(
-                config_json=config_json, pipeline_job=job, model=trained.outputs["model"]
-            )
-            ops.register(
+        finish = sized(ops.finish_tracking(config_json=config_json, pipeline_job=job, overrides=overrides))
+        with dsl.ExitHandler(finish.set_display_name("finish-tracking")):
+            start = ops.start_tracking(
                 config_json=config_json,
                 pipeline_job=job,
-                model=trained.outputs["model"],
-                eval_metrics=evaluated.outputs["metrics"],
-                champion_metrics=evaluated.outputs["champion_metrics"],
+                experiment=experiment,
+                source=source,
+                seed_urls=seed_urls,
+                input_paths=input_paths,
+                retrieval_sets=retrieval_sets,
+                classification_sets=classification_sets,
+                overrides=overrides,
+            )
+            sized(start)
+            config_json = start.output  # the run's config, for every later task
+            scraped = sized(ops.scrape(config_json=config_json, pipeline_job=job))
+            filtered = sized(
+                ops.filter_pairs(
+                    config_json=config_json, pipeline_job=job, raw_pairs=scraped.outputs["pairs"]
+                )
+            )
+            trained = sized(
+                ops.train(config_json=config_json, pipeline_job=job, pairs=filtered.outputs["pairs"]),
+                trainer=True,
+            )
+            evaluated = sized(
+                ops.evaluate(config_json=config_json, pipeline_job=job, model=trained.outputs["model"]),
+                trainer=True,
+            )
+            sized(
+                ops.register(
+                    config_json=config_json,
+                    pipeline_job=job,
+                    model=trained.outputs["model"],
+                    eval_metrics=evaluated.outputs["metrics"],
+                    champion_metrics=evaluated.outputs["champion_metrics"],
+                )
             )
 
     return align_pipeline

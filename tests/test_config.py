@@ -103,3 +103,54 @@ def test_the_tiny_preset_keeps_the_papers_corpus_relative_filters():
     cfg = load_config("local", "tiny", ["filter.rare_token_min_word_share=1e-7"])
     assert cfg.filter.rare_token_min_word_share == 1e-7
     assert Config.from_json(cfg.to_json()) == cfg
+
+
+def test_vertex_needs_a_tracking_server():
+    with pytest.raises(ConfigError, match="tracking.tracking_uri=''.*shared MLflow server"):
+        load_config("vertex", "paper")
+    cfg = load_config("vertex", "paper", ["tracking.tracking_uri=https://mlflow.example"])
+    assert cfg.train.strategy == "tpu"
+
+
+def test_dataflow_options_come_from_the_runner_keys():
+    from alignpipe.config import beam_pipeline_args
+
+    cfg = load_config(
+        "vertex",
+        "paper",
+        [
+            "tracking.tracking_uri=https://mlflow.example",
+            "runner.gcp_project=proj",
+            "runner.gcp_region=europe-west4",
+            "runner.pipeline_root=gs://bkt/root/",
+            "runner.data_image=europe-west4-docker.pkg.dev/proj/r/alignpipe-data:v1",
+            "runner.service_account=pipelines@proj.iam.gserviceaccount.com",
+            "runner.beam_args=--runner=DataflowRunner,--max_num_workers=7",
+        ],
+    )
+    assert beam_pipeline_args(cfg) == [
+        "--runner=DataflowRunner",
+        "--max_num_workers=7",  # given: wins over runner.dataflow_max_workers
+        "--project=proj",
+        "--region=europe-west4",
+        "--temp_location=gs://bkt/root/dataflow/temp",
+        "--staging_location=gs://bkt/root/dataflow/staging",
+        "--sdk_container_image=europe-west4-docker.pkg.dev/proj/r/alignpipe-data:v1",
+        "--machine_type=n2-standard-4",
+        "--service_account_email=pipelines@proj.iam.gserviceaccount.com",
+    ]
+    with pytest.raises(ConfigError, match="runner.pipeline_root=''.*gs:// folder"):
+        beam_pipeline_args(cfg.replace(runner__pipeline_root=""))
+    assert beam_pipeline_args(load_config("local", "tiny"))[0].endswith("FnApiRunner")
+
+
+def test_a_run_switches_preset_and_keeps_the_settings_made_beyond_it():
+    from alignpipe.config import with_run_parameters
+
+    base = load_config("local", "tiny", ["train.steps=9", "runner.data_image=img:1"])
+    run = with_run_parameters(base, "paper", ["eval.recall_ks=1"])
+    assert run.experiment == "paper" and run.model.image_encoder == "efficientnet_b7"
+    assert (run.train.steps, run.runner.data_image, run.eval.recall_ks) == (9, "img:1", (1,))
+    assert with_run_parameters(base) == base
+    with pytest.raises(ConfigError, match="unknown experiment preset 'huge'"):
+        with_run_parameters(base, "huge")

@@ -1,6 +1,6 @@
 """The scrape stage: (image, alt-text) pairs from a crawl, url lists or Common Crawl archives.
 
-A Beam pipeline (the runner comes from `cfg.runner.beam_args`; the same graph runs on
+A Beam pipeline (the runner comes from `beam_pipeline_args(cfg)`; the same graph runs on
 the DirectRunner and on Dataflow):
 
     source: crawl (one site per seed host) | url lists | WARC / WAT files
@@ -44,7 +44,7 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
 from alignpipe import fs
-from alignpipe.config import Config, ScrapeConfig
+from alignpipe.config import Config, ScrapeConfig, beam_pipeline_args
 from alignpipe.data import shards
 from alignpipe.data.crawl import allowed_hosts, crawl_host, host_of, is_allowed_host
 from alignpipe.data.download import UnitDownload, Use, image_line
@@ -111,7 +111,7 @@ def run_scrape(cfg: Config, out_dir: str) -> ScrapeReport:
     start = time.monotonic()
     if not _publish_pending(staging, fingerprint(cfg.scrape)):
         _prepare_staging(staging, fingerprint(cfg.scrape))
-        with beam.Pipeline(options=PipelineOptions(list(cfg.runner.beam_args))) as pipeline:
+        with beam.Pipeline(options=PipelineOptions(beam_pipeline_args(cfg))) as pipeline:
             build_scrape(pipeline, cfg.scrape, staging, inputs)
         _plan_publish(staging, out_dir)
     _publish(staging, out_dir)

@@ -7,6 +7,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from alignpipe.config import load_config
+from alignpipe.errors import AlignPipeError
 from components import mlflow_store, tracking
 
 
@@ -49,6 +50,7 @@ def test_a_new_store_is_set_up_ahead_and_a_late_run_keeps_its_start(cfg):
     started = tracking.now_ms() - 60_000
     mlflow_store.prepare(cfg)
     assert tracking.tracking_uri(cfg) in mlflow_store._SETUP  # a child is creating it
+    tracking.start_pipeline_run(cfg, "align-7")
     with tracking.stage_run(cfg, "align-7", "scrape", started_ms=started) as run:
         mlflow.log_metric("pairs", 5)
     assert not mlflow_store._SETUP
@@ -86,3 +88,19 @@ def test_the_last_finished_stage_runs_artifact_is_the_baseline(cfg):
     with tracking.stage_run(cfg, "", "filter"):  # nor is a finished run without the artifact
         pass
     assert tracking.last_stage_artifact(cfg, "filter", "corpus_stats.json") == {"pairs": 12}
+
+
+def test_a_stage_without_its_parent_run_fails_loudly(cfg):
+    """A task that cannot see the pipeline's parent run has another store: never a new parent."""
+    with pytest.raises(AlignPipeError, match="no MLflow parent run for pipeline job 'align-9'"):
+        with tracking.stage_run(cfg, "align-9", "scrape"):
+            pass
+
+
+def test_a_tracking_server_that_does_not_answer_fails_loudly(cfg):
+    from tests.pipelines.conftest import free_port
+
+    uri = f"http://127.0.0.1:{free_port()}"
+    down = cfg.replace(tracking__tracking_uri=uri, tracking__server_wait_s=0.5)
+    with pytest.raises(AlignPipeError, match=f"the MLflow tracking server {uri} does not answer"):
+        tracking.connect(down)

@@ -73,3 +73,70 @@ def test_vertex_ai_accepts_the_template(tmp_path):
     assert body.pipeline_spec["pipelineInfo"]["name"] == "align"
     assert body.runtime_config.gcs_output_directory == "gs://bucket/root"
     assert Config.from_json(body.runtime_config.parameter_values["config_json"]) == cfg
+
+
+VERTEX = [
+    "runner.data_image=us-docker.pkg.dev/p/r/alignpipe-data:abc123",
+    "runner.trainer_image=us-docker.pkg.dev/p/r/alignpipe-trainer:abc123",
+    "runner.gcp_project=my-project",
+    "runner.pipeline_root=gs://bucket/root",
+    "tracking.tracking_uri=https://mlflow-abc-uc.a.run.app",
+]
+
+
+def test_vertex_template_sizes_every_task_and_has_no_local_store(tmp_path):
+    cfg = load_config("vertex", "paper", VERTEX)
+    path = compile_pipeline(cfg, str(tmp_path / "align.yaml"))
+    text = open(path).read()
+    spec = yaml.safe_load(text)
+    assert "sqlite" not in text and "FnApiRunner" not in text
+    executors = spec["deploymentSpec"]["executors"]
+    trainer_steps = {"exec-train", "exec-evaluate"}
+    for name, executor in executors.items():
+        container = executor["container"]
+        assert container["image"].endswith(":abc123"), name
+        expected = (8.0, 32.0) if name in trainer_steps else (4.0, 16.0)
+        assert (container["resources"]["cpuLimit"], container["resources"]["memoryLimit"]) == expected, name
+    tasks = spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]
+    assert all(task["retryPolicy"]["maxRetryCount"] == 2 for task in tasks.values())
+    default = Config.from_json(spec["root"]["inputDefinitions"]["parameters"]["config_json"]["defaultValue"])
+    assert default.runner.beam_args[0] == "--runner=DataflowRunner" and default.train.strategy == "tpu"
+
+
+def test_each_run_chooses_its_inputs_sets_and_preset(tmp_path):
+    """The template's run parameters, and the config the first task resolves from them."""
+    from components.parameters import run_config
+
+    cfg, spec, _ = _compiled(tmp_path, ["scrape.seed_urls=https://a.example/"])
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    assert set(parameters) == {
+        "config_json",
+        "experiment",
+        "source",
+        "seed_urls",
+        "input_paths",
+        "retrieval_sets",
+        "classification_sets",
+        "overrides",
+    }
+    assert parameters["seed_urls"]["defaultValue"] == "https://a.example/"
+    defaults = {name: p["defaultValue"] for name, p in parameters.items()}
+    assert run_config(**defaults) == cfg  # the defaults reproduce the compiled config
+    run = run_config(
+        **{
+            **defaults,
+            "experiment": "paper",
+            "source": "url_list",
+            "input_paths": "gs://b/cc3m.tsv",
+            "retrieval_sets": "coco=gs://b/coco/dataset_coco.json",
+            "overrides": "train.steps=5\nregister.margin=0.01",
+        }
+    )
+    assert run.experiment == "paper" and run.model.embed_dim == 640  # the paper preset
+    assert run.runner.data_image == "gcr.io/p/data:1"  # what the template was compiled with
+    assert run.scrape.source == "url_list" and run.scrape.input_paths == ("gs://b/cc3m.tsv",)
+    assert run.eval.retrieval_sets == ("coco=gs://b/coco/dataset_coco.json",)
+    assert (run.train.steps, run.register.margin) == (5, 0.01)
+    inner = spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]
+    consumed = inner["train"]["inputs"]["parameters"]["config_json"]["taskOutputParameter"]
+    assert consumed["producerTask"] == "start-tracking"
