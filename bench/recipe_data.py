@@ -111,7 +111,9 @@ def stamps(stamps_dir: str, out: str, experiment: str) -> None:
                 if row["split"] == "train":
                     writer.writerow([f"{base}/{row['image']}", row["captions"][0]])
         scrape_and_filter(out, ["--url-list", url_list], [], {}, experiment)
-    _write_eval(out, {"eval.retrieval_sets": "stamps=" + os.path.join(test_dir, "karpathy.json")}, len(images))
+    _write_eval(
+        out, {"eval.retrieval_sets": "stamps=" + os.path.join(test_dir, "karpathy.json")}, len(images)
+    )
 
 
 def demo(out: str, experiment: str) -> None:

@@ -26,7 +26,10 @@ def build_pipeline(cfg: Config):
     default = parameter_defaults(cfg)
 
     def sized(task, trainer: bool = False):
-        """Sets the task's CPU and memory requests and retries from `runner.*`."""
+        """Sets the task's CPU and memory requests and retries from `runner.*` (not for the local
+        runner, which ignores them with a warning per task)."""
+        if cfg.env == "local":
+            return task
         r = cfg.runner
         cpu, memory = (
             (r.trainer_task_cpu, r.trainer_task_memory) if trainer else (r.data_task_cpu, r.data_task_memory)

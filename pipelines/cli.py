@@ -19,15 +19,20 @@ from alignpipe.errors import AlignPipeError
 log = logging.getLogger("alignpipe")
 
 
-def _config(args: argparse.Namespace) -> Config:
+def _overrides(args: argparse.Namespace) -> list[str]:
+    """`--set` items, then the `--work-dir` and `--tracking-uri` shortcuts."""
     overrides = list(args.set or [])
     if args.work_dir:
         overrides.append(f"runner.work_dir={args.work_dir}")
     if args.tracking_uri:
         overrides.append(f"tracking.tracking_uri={args.tracking_uri}")
+    return overrides
+
+
+def _config(args: argparse.Namespace) -> Config:
     from pipelines.local import resolve_paths
 
-    return resolve_paths(load_config(args.env, args.experiment, overrides))
+    return resolve_paths(load_config(args.env, args.experiment, _overrides(args)))
 
 
 def _require_dir(path: str, what: str) -> None:
@@ -46,7 +51,8 @@ def cmd_run(args: argparse.Namespace) -> None:
 def cmd_compile(args: argparse.Namespace) -> None:
     from pipelines.align_pipeline import compile_pipeline
 
-    cfg = load_config(args.env, args.experiment, args.set or [])
+    # Not resolved against this machine: the template's paths and store are where it runs.
+    cfg = load_config(args.env, args.experiment, _overrides(args))
     print(compile_pipeline(cfg, args.out))
 
 
@@ -127,6 +133,83 @@ def cmd_register(args: argparse.Namespace) -> None:
     print(json.dumps(decision, indent=2))
 
 
+def _cloud_config(args: argparse.Namespace) -> Config:
+    """The config of a job that runs elsewhere: no local path resolution, --project etc. applied."""
+    overrides = list(args.set or [])
+    for flag, key in (
+        ("tracking_uri", "tracking.tracking_uri"),
+        ("project", "runner.gcp_project"),
+        ("region", "runner.gcp_region"),
+        ("pipeline_root", "runner.pipeline_root"),
+        ("service_account", "runner.service_account"),
+    ):
+        if getattr(args, flag):
+            overrides.append(f"{key}={getattr(args, flag)}")
+    return load_config(args.env, args.experiment, overrides)
+
+
+def _job_spec(args: argparse.Namespace):
+    from pipelines.vertex import JobSpec, key_values
+
+    return JobSpec(
+        template=args.template or "",
+        display_name=args.display_name,
+        parameter_values=key_values(args.param or [], "--param"),
+        labels=key_values(args.label or [], "--label"),
+        enable_caching=False if args.no_cache else None,
+        network=args.network or "",
+    )
+
+
+def cmd_submit(args: argparse.Namespace) -> None:
+    from pipelines import vertex
+
+    cfg = _cloud_config(args)
+    job = vertex.submit_pipeline_job(cfg, _job_spec(args), experiment=args.experiment_name or "")
+    print(job.resource_name)
+    print(vertex.console_url(cfg, job.resource_name))
+
+
+def cmd_schedule(args: argparse.Namespace) -> None:
+    from pipelines import vertex
+
+    schedule = vertex.CronSchedule.parse(
+        args.cron, args.time_zone, args.start_time or "", args.end_time or ""
+    )
+    cfg = _cloud_config(args)
+    if args.kfp_host:
+        run = vertex.schedule_kubeflow_run(
+            cfg, _job_spec(args), schedule, args.kfp_host, experiment=args.experiment_name or ""
+        )
+        print(run.recurring_run_id)
+        return
+    created = vertex.schedule_pipeline_job(cfg, _job_spec(args), schedule)
+    print(created.resource_name)
+    print(vertex.console_url(cfg, created.resource_name))
+
+
+def _add_job_options(p: argparse.ArgumentParser) -> None:
+    """The options of `submit` and `schedule`: the template, where it runs, what each run gets."""
+    p.add_argument(
+        "--template",
+        help="pipeline template: local YAML, gs:// URI or Artifact Registry URL "
+        "(https://REGION-kfp.pkg.dev/PROJECT/REPO/NAME/TAG or .../sha256:DIGEST); "
+        "default: the pipeline compiled for this config",
+    )
+    p.add_argument("--project", help="Google Cloud project (runner.gcp_project)")
+    p.add_argument("--region", help="Vertex AI region (runner.gcp_region)")
+    p.add_argument("--pipeline-root", help="gs:// folder of the pipeline's artifacts (runner.pipeline_root)")
+    p.add_argument("--service-account", help="the service account the job runs as (runner.service_account)")
+    p.add_argument("--display-name", default="align", help="name of the job (and schedule) in the console")
+    p.add_argument(
+        "--param", action="append", metavar="KEY=VALUE", help="pipeline parameter value (repeatable)"
+    )
+    p.add_argument("--label", action="append", metavar="KEY=VALUE", help="Vertex AI label (repeatable)")
+    p.add_argument("--experiment-name", help="Vertex AI experiment (Kubeflow experiment with --kfp-host)")
+    p.add_argument("--no-cache", action="store_true", help="turn caching off for every task")
+    p.add_argument("--network", help="VPC network to peer with: projects/NUMBER/global/networks/NAME")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     group = common.add_argument_group("configuration")
@@ -191,6 +274,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("register", cmd_register, "register a model in MLflow; promote it if it beats the champion")
     p.add_argument("--model", required=True, help="model folder written by train")
     p.add_argument("--metrics", required=True, help="metrics JSON written by evaluate --out")
+    p = add(
+        "submit",
+        cmd_submit,
+        "submit one pipeline job to Vertex AI Pipelines (--env vertex: Dataflow); does not wait for it",
+    )
+    _add_job_options(p)
+    p = add(
+        "schedule",
+        cmd_schedule,
+        "schedule the pipeline on Vertex AI Pipelines or a Kubeflow host, one run at a time",
+    )
+    _add_job_options(p)
+    p.add_argument("--cron", required=True, help="5-field cron, e.g. '0 3 * * 1' (Mondays at 03:00)")
+    p.add_argument("--time-zone", default="UTC", help="IANA time zone of the cron (default UTC)")
+    p.add_argument("--start-time", help="first possible run, ISO 8601 with an offset")
+    p.add_argument("--end-time", help="last possible run, ISO 8601 with an offset")
+    p.add_argument(
+        "--kfp-host",
+        metavar="URL",
+        help="a self-hosted Kubeflow Pipelines API instead of Vertex AI (its cron gets a seconds field)",
+    )
     return parser
 
 

@@ -1,0 +1,471 @@
+"""`alignpipe submit` / `schedule` and `pipelines.vertex`: the exact requests they send.
+
+Google Cloud cannot run here, so a fake of its REST surface runs on 127.0.0.1 (Vertex AI
+pipeline jobs, schedules and metadata; Cloud Storage through STORAGE_EMULATOR_HOST; Artifact
+Registry template downloads) beside a fake Kubeflow Pipelines API. The real client libraries
+talk to it, it records every request, and a guard refuses any host but 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import sys
+import threading
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import yaml
+
+from alignpipe.config import load_config
+from alignpipe.errors import AlignPipeError
+from pipelines import cli, vertex
+from pipelines.align_pipeline import compile_pipeline
+from tests.pipelines.conftest import ROOT, run_cli
+from tests.pipelines.test_cli_errors import _one_clear_error
+
+PROJECT, PROJECT_NUMBER, REGION, BUCKET = "my-proj", "123", "europe-west4", "align-bucket"
+RUNNER_SA = "runner@my-proj.iam.gserviceaccount.com"
+TARGET = [
+    f"runner.gcp_project={PROJECT}",
+    f"runner.gcp_region={REGION}",
+    f"runner.pipeline_root=gs://{BUCKET}/root",
+    f"runner.service_account={RUNNER_SA}",
+    "tracking.tracking_uri=https://mlflow.example.org",
+]
+LOCATION = f"projects/{PROJECT}/locations/{REGION}"
+CREATED = f"projects/{PROJECT_NUMBER}/locations/{REGION}"  # Vertex AI names what it creates by number
+STORE = f"{CREATED}/metadataStores/default"
+CONTEXTS = f"{STORE}/contexts"
+AR_TAG_URL = f"https://{REGION}-kfp.pkg.dev/{PROJECT}/align-templates/align/v1"
+AR_DIGEST_URL = f"https://{REGION}-kfp.pkg.dev/{PROJECT}/align-templates/align/sha256:{'ab' * 32}"
+CONSOLE = "https://console.cloud.google.com/vertex-ai/locations"
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    body: dict | None
+
+
+class FakeCloud:
+    """Google Cloud's and Kubeflow's REST APIs, as far as these commands use them."""
+
+    def __init__(self) -> None:
+        self.url = ""
+        self.requests: list[Request] = []
+        self.files: dict[str, bytes] = {}  # published templates by gs:// or https:// URL
+        self.jobs: dict[str, dict] = {}
+        self.kfp_experiments: list[dict] = []
+        self.routes = [
+            ("GET", r"/storage/v1/b/([^/]+)", lambda r, b: {"name": b, "projectNumber": PROJECT_NUMBER}),
+            ("GET", r"/download/storage/v1/b/([^/]+)/o/(.+)", lambda r, b, o: self.files[f"gs://{b}/{o}"]),
+            ("GET", r"/artifact-registry/(.+)", lambda r, rest: self.files[f"https://{rest}"]),
+            ("POST", rf"/v1/{LOCATION}/pipelineJobs", self.create_job),
+            ("GET", rf"/v1/{CREATED}/pipelineJobs/([^/]+)", self.get_job),
+            ("POST", rf"/v1/{LOCATION}/schedules", lambda r: {**r.body, "name": f"{CREATED}/schedules/42"}),
+            ("GET", rf"/v1/{LOCATION}/metadataStores/default", lambda r: {"name": STORE}),
+            ("GET", rf"/v1/{LOCATION}/metadataStores/default/contexts/([^/]+)", self.experiment),
+            ("POST", rf"/v1/{CONTEXTS}/([^/]+):addContextChildren", lambda r, experiment: {}),
+            ("GET", r"/apis/v2beta1/healthz", lambda r: {"multi_user": False}),
+            ("GET", r"/apis/v2beta1/experiments", self.list_experiments),
+            ("POST", r"/apis/v2beta1/experiments", self.create_experiment),
+            ("POST", r"/apis/v2beta1/recurringruns", lambda r: {**r.body, "recurring_run_id": "rr-1"}),
+        ]
+
+    def answer(self, method: str, target: str, body: bytes) -> tuple[int, bytes]:
+        url = urllib.parse.urlsplit(target)
+        path = urllib.parse.unquote(url.path)
+        request = Request(method, path, urllib.parse.parse_qs(url.query), json.loads(body) if body else None)
+        self.requests.append(request)
+        for route_method, pattern, handler in self.routes:
+            match = re.fullmatch(pattern, path)
+            if route_method == method and match:
+                out = handler(request, *match.groups())
+                return 200, out if isinstance(out, bytes) else json.dumps(out).encode()
+        return 404, json.dumps({"error": {"code": 404, "message": f"no fake for {method} {path}"}}).encode()
+
+    def calls(self) -> list[tuple[str, str]]:
+        return [(r.method, r.path) for r in self.requests]
+
+    def only(self, method: str, path_end: str) -> Request:
+        (found,) = [r for r in self.requests if r.method == method and r.path.endswith(path_end)]
+        return found
+
+    def create_job(self, request):
+        job_id = request.query["pipelineJobId"][0]
+        self.jobs[job_id] = {**request.body, "name": f"{CREATED}/pipelineJobs/{job_id}"}
+        return {**self.jobs[job_id], "state": "PIPELINE_STATE_PENDING"}
+
+    def get_job(self, request, job_id):
+        context = {"name": f"{CONTEXTS}/{job_id}", "schemaTitle": "system.PipelineRun"}
+        return {
+            **self.jobs[job_id],
+            "state": "PIPELINE_STATE_RUNNING",
+            "jobDetail": {"pipelineRunContext": context},
+        }
+
+    def experiment(self, request, name):
+        return {
+            "name": f"{CONTEXTS}/{name}",
+            "displayName": name,
+            "schemaTitle": "system.Experiment",
+            "metadata": {"experiment_deleted": False},
+        }
+
+    def list_experiments(self, request):
+        wanted = json.loads(request.query["filter"][0])["predicates"][0]["stringValue"]
+        return {"experiments": [e for e in self.kfp_experiments if e["display_name"] == wanted]}
+
+    def create_experiment(self, request):
+        self.kfp_experiments.append({**request.body, "experiment_id": f"exp-{len(self.kfp_experiments) + 1}"})
+        return self.kfp_experiments[-1]
+
+
+def serve(cloud: FakeCloud) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            try:
+                status, data = cloud.answer(self.command, self.path, body)
+            except Exception as e:  # a fake's bug: answer it, so that the test fails on it at once
+                status, data = 500, json.dumps({"error": {"code": 500, "message": repr(e)}}).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_POST = do_GET
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    cloud.url = f"http://127.0.0.1:{server.server_port}"
+    return server
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    """The fake APIs, the client libraries pointed at them, every other host refused."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud.aiplatform import initializer
+    from google.cloud.aiplatform.utils import resource_manager_utils
+
+    cloud = FakeCloud()
+    server = serve(cloud)
+    blocked: list[str] = []
+    getaddrinfo, urlopen = socket.getaddrinfo, urllib.request.urlopen
+
+    def loopback_only(host, *args, **kwargs):
+        if host not in ("127.0.0.1", "localhost"):
+            blocked.append(str(host))
+            raise OSError(f"test guard: no network beyond 127.0.0.1 ({host})")
+        return getaddrinfo(host, *args, **kwargs)
+
+    def registry_via_fake(request, *args, **kwargs):  # the SDK reads registry templates with urllib
+        url = request.full_url if isinstance(request, urllib.request.Request) else request
+        assert url.startswith(f"https://{REGION}-kfp.pkg.dev/"), url
+        return urlopen(f"{cloud.url}/artifact-registry/{url.removeprefix('https://')}", *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", loopback_only)
+    monkeypatch.setattr(urllib.request, "urlopen", registry_via_fake)
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", cloud.url)
+    # A fresh aiplatform.init() state, restored afterwards: REST to the fake, anonymous credentials.
+    monkeypatch.setattr(initializer, "global_config", initializer._Config())
+    initializer.global_config.init(
+        api_endpoint=cloud.url, api_transport="rest", credentials=AnonymousCredentials()
+    )
+    # The SDK's bucket-ownership check asks Resource Manager over gRPC, which this fake does not speak.
+    monkeypatch.setattr(resource_manager_utils, "get_project_number", lambda *args, **kwargs: PROJECT_NUMBER)
+    monkeypatch.setenv("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # cli.main sets it
+    yield cloud
+    server.shutdown()
+    server.server_close()
+    assert not blocked, f"requests beyond 127.0.0.1 were attempted: {blocked}"
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return load_config("vertex", "tiny", TARGET)
+
+
+@pytest.fixture(scope="module")
+def template(cfg, tmp_path_factory):
+    """The pipeline compiled for `cfg`: its path and its spec."""
+    path = compile_pipeline(cfg, str(tmp_path_factory.mktemp("template") / "align_pipeline.yaml"))
+    with open(path) as f:
+        return path, yaml.safe_load(f)
+
+
+def anonymous():
+    from google.auth.credentials import AnonymousCredentials
+
+    return AnonymousCredentials()
+
+
+def caching(pipeline_spec: dict) -> list[dict]:
+    """Every task's caching options."""
+    components = [pipeline_spec["root"], *pipeline_spec["components"].values()]
+    return [t.get("cachingOptions") for c in components for t in c.get("dag", {}).get("tasks", {}).values()]
+
+
+def test_submit_sends_one_pipeline_job_compiled_for_the_config(fake, cfg):
+    job = vertex.JobSpec(
+        display_name="align-test",
+        parameter_values={"overrides": "train.steps=3"},
+        labels={"team": "vision", "trigger": "manual"},
+        enable_caching=False,
+        network="projects/123/global/networks/vpc",
+    )
+    submitted = vertex.submit_pipeline_job(cfg, job, credentials=anonymous())
+
+    bucket_check = ("GET", f"/storage/v1/b/{BUCKET}")  # the SDK's, before every job; it never creates one
+    assert fake.calls() == [bucket_check, bucket_check, ("POST", f"/v1/{LOCATION}/pipelineJobs")]
+    create = fake.requests[-1]
+    job_id = create.query["pipelineJobId"][0]
+    assert re.fullmatch(r"align-\d{14}", job_id)
+    assert {k: v for k, v in create.body.items() if k != "pipelineSpec"} == {
+        "displayName": "align-test",
+        "runtimeConfig": {
+            "gcsOutputDirectory": f"gs://{BUCKET}/root",
+            "parameterValues": {"overrides": "train.steps=3"},
+        },
+        "labels": {"team": "vision", "trigger": "manual"},
+        "serviceAccount": RUNNER_SA,
+        "network": "projects/123/global/networks/vpc",
+    }
+    spec = create.body["pipelineSpec"]
+    assert spec["root"]["inputDefinitions"]["parameters"]["config_json"]["defaultValue"] == cfg.to_json()
+    assert set(map(json.dumps, caching(spec))) == {'{"enableCache": false}'}
+    assert submitted.resource_name == f"{CREATED}/pipelineJobs/{job_id}"
+    url = f"{CONSOLE}/{REGION}/pipelines/runs/{job_id}?project={PROJECT}"
+    assert vertex.console_url(cfg, submitted.resource_name) == url
+
+
+@pytest.mark.parametrize(
+    ("url", "download"),
+    [
+        (AR_TAG_URL, f"/artifact-registry/{AR_TAG_URL.removeprefix('https://')}"),
+        (AR_DIGEST_URL, f"/artifact-registry/{AR_DIGEST_URL.removeprefix('https://')}"),
+        (f"gs://{BUCKET}/templates/align.yaml", f"/download/storage/v1/b/{BUCKET}/o/templates/align.yaml"),
+    ],
+)
+def test_submit_reads_a_published_template(fake, cfg, template, url, download):
+    fake.files[url] = yaml.safe_dump(template[1]).encode()
+    vertex.submit_pipeline_job(cfg, vertex.JobSpec(template=url), credentials=anonymous())
+
+    assert ("GET", download) in fake.calls()
+    body = fake.only("POST", "/pipelineJobs").body
+    assert body["pipelineSpec"] == template[1]
+    assert body["runtimeConfig"] == {"gcsOutputDirectory": f"gs://{BUCKET}/root"}
+    # Vertex AI keeps a template's origin for registry (https) templates only.
+    assert body.get("templateUri") == (url if url.startswith("https://") else None)
+
+
+def test_submit_joins_a_vertex_experiment(fake, cfg, template):
+    job = vertex.JobSpec(template=template[0])
+    submitted = vertex.submit_pipeline_job(cfg, job, experiment="align-exp", credentials=anonymous())
+
+    calls = fake.calls()
+    experiment = ("GET", f"/v1/{LOCATION}/metadataStores/default/contexts/align-exp")
+    assert calls.index(experiment) < calls.index(("POST", f"/v1/{LOCATION}/pipelineJobs"))
+    # Then the SDK waits for the job's run context (here at once) and adds it to the experiment.
+    assert calls[-2:] == [
+        ("GET", f"/v1/{submitted.resource_name}"),
+        ("POST", f"/v1/{CONTEXTS}/align-exp:addContextChildren"),
+    ]
+    assert fake.requests[-1].body == {"childContexts": [f"{CONTEXTS}/{submitted.job_id}"]}
+
+
+def test_schedule_sends_the_exact_schedule(fake, cfg, template):
+    job = vertex.JobSpec(template=template[0], display_name="align-weekly", labels={"team": "vision"})
+    schedule = vertex.CronSchedule.parse("0 3 * * 1", "Europe/Paris", start_time="2030-01-06T00:00:00+01:00")
+    created = vertex.schedule_pipeline_job(cfg, job, schedule, credentials=anonymous())
+
+    assert fake.calls() == [("POST", f"/v1/{LOCATION}/schedules")]  # no job now, so no bucket check
+    body = fake.requests[0].body
+    # allow_queueing=False is the proto default, which a JSON body leaves out.
+    assert {k: v for k, v in body.items() if k != "createPipelineJobRequest"} == {
+        "displayName": "align-weekly",
+        "cron": "TZ=Europe/Paris 0 3 * * 1",
+        "startTime": "2030-01-05T23:00:00Z",
+        "maxConcurrentRunCount": "1",
+    }
+    assert body["createPipelineJobRequest"] == {
+        "parent": LOCATION,
+        "pipelineJob": {
+            "runtimeConfig": {"gcsOutputDirectory": f"gs://{BUCKET}/root"},
+            "labels": {"team": "vision"},
+            "serviceAccount": RUNNER_SA,
+            "pipelineSpec": template[1],
+        },
+    }
+    assert created.resource_name == f"{CREATED}/schedules/42"
+    assert vertex.console_url(cfg, created.resource_name) == (
+        f"{CONSOLE}/{REGION}/pipelines/schedules/42?project={PROJECT}"
+    )
+
+
+def test_kubeflow_recurring_run_has_a_six_field_cron(fake, cfg, template):
+    job = vertex.JobSpec(template=template[0], parameter_values={"experiment": "paper"}, enable_caching=False)
+    run = vertex.schedule_kubeflow_run(
+        cfg, job, vertex.CronSchedule.parse("0 3 * * 1"), fake.url, experiment="align-weekly"
+    )
+
+    assert fake.calls() == [
+        ("GET", "/apis/v2beta1/healthz"),
+        ("GET", "/apis/v2beta1/experiments"),  # not there yet: created
+        ("POST", "/apis/v2beta1/experiments"),
+        ("POST", "/apis/v2beta1/recurringruns"),
+    ]
+    assert fake.requests[2].body == {"display_name": "align-weekly", "namespace": ""}
+    body = fake.requests[3].body
+    assert {k: v for k, v in body.items() if k != "pipeline_spec"} == {
+        "display_name": "align",
+        "experiment_id": "exp-1",
+        "mode": "ENABLE",
+        "max_concurrency": 1,
+        "no_catchup": True,
+        "trigger": {"cron_schedule": {"cron": "0 0 3 * * 1"}},
+        "runtime_config": {"parameters": {"experiment": "paper"}, "pipeline_root": f"gs://{BUCKET}/root"},
+    }
+    # Every task's caching off, inside the exit handler too (false is the proto default, left out).
+    assert set(map(json.dumps, caching(body["pipeline_spec"]))) == {"{}"}
+    assert run.recurring_run_id == "rr-1"
+
+
+def test_cli_submit_prints_the_job_and_its_console_page(fake, template, capsys):
+    argv = ["submit", "--template", template[0], "--set", TARGET[-1], "--project", PROJECT]
+    argv += ["--region", REGION, "--pipeline-root", f"gs://{BUCKET}/cli", "--service-account", "cli@x.com"]
+    argv += "--label team=vision --param overrides=train.steps=3 --no-cache --display-name x".split()
+    assert cli.main(argv) == 0
+
+    body = fake.only("POST", "/pipelineJobs").body
+    assert (body["displayName"], body["labels"]) == ("x", {"team": "vision"})
+    assert body["serviceAccount"] == "cli@x.com"
+    assert body["runtimeConfig"] == {
+        "gcsOutputDirectory": f"gs://{BUCKET}/cli",
+        "parameterValues": {"overrides": "train.steps=3"},
+    }
+    assert set(map(json.dumps, caching(body["pipelineSpec"]))) == {'{"enableCache": false}'}
+    job_id = fake.only("POST", "/pipelineJobs").query["pipelineJobId"][0]
+    assert capsys.readouterr().out.splitlines() == [
+        f"{CREATED}/pipelineJobs/{job_id}",
+        f"{CONSOLE}/{REGION}/pipelines/runs/{job_id}?project={PROJECT}",
+    ]
+
+
+@pytest.mark.parametrize("kubeflow", [False, True])
+def test_cli_schedule_prints_what_it_created(fake, template, capsys, kubeflow):
+    fake.kfp_experiments.append({"display_name": "Default", "experiment_id": "default-id"})
+    argv = ["schedule", "--template", template[0], "--cron", "0 3 * * 1", *[f"--set={t}" for t in TARGET]]
+    assert cli.main(argv + (["--kfp-host", fake.url] if kubeflow else ["--time-zone", "Europe/Paris"])) == 0
+
+    if kubeflow:
+        body = fake.only("POST", "/recurringruns").body
+        assert body["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * 1"
+        assert body["experiment_id"] == "default-id"  # Kubeflow's own, found
+        assert capsys.readouterr().out == "rr-1\n"  # kfp's own links went to stderr
+    else:
+        assert fake.only("POST", "/schedules").body["cron"] == "TZ=Europe/Paris 0 3 * * 1"
+        assert capsys.readouterr().out.splitlines() == [
+            f"{CREATED}/schedules/42",
+            f"{CONSOLE}/{REGION}/pipelines/schedules/42?project={PROJECT}",
+        ]
+
+
+@pytest.mark.parametrize(
+    ("cron", "zone", "vertex_cron", "kubeflow_cron"),
+    [
+        ("0 3 * * 1", "UTC", "TZ=UTC 0 3 * * 1", "0 0 3 * * 1"),
+        (" */15  0-6 1,15 JAN-MAR ? ", "America/New_York", "TZ=America/New_York */15 0-6 1,15 JAN-MAR ?",
+         "0 */15 0-6 1,15 JAN-MAR ?"),
+    ],
+)  # fmt: skip
+def test_cron_in_each_schedulers_form(cron, zone, vertex_cron, kubeflow_cron):
+    schedule = vertex.CronSchedule.parse(cron, zone)
+    assert (schedule.vertex_cron, schedule.kubeflow_cron) == (vertex_cron, kubeflow_cron)
+    assert len(schedule.kubeflow_cron.split()) == 6
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("0 3 * *",), "not a 5-field cron"),
+        (("0 0 3 * * 1",), "not a 5-field cron"),
+        (("0 3 * * 1;",), "not a 5-field cron"),
+        (("TZ=UTC 0 3 * * 1",), "--time-zone instead"),
+        (("0 3 * * 1", "Mars/Olympus"), "not an IANA time zone"),
+        (("0 3 * * 1", "UTC", "2030-01-01"), "--start-time '2030-01-01' is not a time with an offset"),
+        (("0 3 * * 1", "UTC", "2030-01-02T00:00Z", "2030-01-01T00:00Z"), "is not after --start-time"),
+    ],
+)
+def test_bad_schedules_are_refused(args, message):
+    with pytest.raises(AlignPipeError, match=re.escape(message)):
+        vertex.CronSchedule.parse(*args)
+
+
+def test_bad_job_options_are_refused(fake, cfg, template):
+    assert vertex.key_values(["overrides=a=b"], "--param") == {"overrides": "a=b"}
+    with pytest.raises(AlignPipeError, match="--label 'team' is not of the form key=value"):
+        vertex.key_values(["team"], "--label")
+    with pytest.raises(AlignPipeError, match="label Team='x' is not a Vertex AI label"):
+        vertex.JobSpec(labels={"Team": "x"})
+    with pytest.raises(AlignPipeError, match="runner.gcp_region='mars-north1' is not a Vertex AI region"):
+        vertex.build_pipeline_job(cfg.replace(runner__gcp_region="mars-north1"), vertex.JobSpec(), "x.yaml")
+    with pytest.raises(AlignPipeError, match="tracking.tracking_uri='' is not an MLflow server"):
+        vertex.submit_pipeline_job(load_config("local", "tiny", TARGET[:-1]), vertex.JobSpec())
+    with pytest.raises(AlignPipeError, match="pipeline parameter stepz is not found"):
+        job = vertex.JobSpec(template=template[0], parameter_values={"stepz": "3"})
+        vertex.submit_pipeline_job(cfg, job, credentials=anonymous())
+    with pytest.raises(AlignPipeError, match="--kfp-host takes a local template file"):
+        vertex.schedule_kubeflow_run(
+            cfg, vertex.JobSpec(template=AR_TAG_URL), vertex.CronSchedule("0 3 * * 1"), ""
+        )
+    with pytest.raises(AlignPipeError, match="give the cron in UTC"):
+        paris = vertex.CronSchedule.parse("0 3 * * 1", "Europe/Paris")
+        vertex.schedule_kubeflow_run(cfg, vertex.JobSpec(template=template[0]), paris, fake.url)
+    assert fake.calls() == []
+
+
+def test_no_credentials_is_one_clear_error(fake, cfg, template, monkeypatch, tmp_path):
+    from google.auth.compute_engine import _metadata
+    from google.cloud.aiplatform import initializer
+
+    monkeypatch.setattr(initializer, "global_config", initializer._Config())  # no credentials
+    monkeypatch.setattr(_metadata, "_NO_GCE_CHECK", True)  # not on Compute Engine: no metadata server
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path))  # no gcloud login
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    with pytest.raises(AlignPipeError, match="no Google Cloud credentials .*gcloud auth application-default"):
+        vertex.submit_pipeline_job(cfg, vertex.JobSpec(template=template[0]))
+    assert fake.calls() == []
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["submit"], ("runner.gcp_project", "--project")),
+        (["submit", "--project", PROJECT, "--pipeline-root", "/tmp/root"], ("runner.pipeline_root", "gs://")),
+        (["schedule", "--cron", "0 3 * *"], ("--cron", "5-field")),
+        (["schedule", "--cron", "0 3 * * 1", "--time-zone", "Europe/Pariss"], ("Europe/Pariss", "IANA")),
+    ],
+)
+def test_cli_input_mistakes_are_one_clear_error(args, fragments):
+    _one_clear_error(run_cli(*args, "--tracking-uri", "https://mlflow.example.org", timeout=60), *fragments)
+
+
+def test_cli_starts_without_the_cloud_libraries():
+    code = "import sys, pipelines.cli; print(sorted({'kfp', 'google.cloud.aiplatform'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "[]"
+    assert "--kfp-host" in run_cli("schedule", "--help", timeout=60).stdout
