@@ -52,6 +52,14 @@ class RunnerConfig:
     trainer_task_cpu: str = "8"
     trainer_task_memory: str = "32G"
     task_retries: int = 2
+    # Training as a Vertex AI custom job (`components/custom_job.py`) instead of a pipeline task:
+    # one worker of this machine; TPU v2/v3 `cloud-tpu` with TPU_V3 x 8 runs TF's TPUStrategy.
+    train_in_custom_job: bool = False
+    train_machine_type: str = "cloud-tpu"
+    train_accelerator_type: str = "TPU_V3"  # "" for a CPU machine
+    train_accelerator_count: int = 8
+    train_tpu_topology: str = ""  # TPU v5e / v6e machines (e.g. "2x2"); those need Keras on JAX
+    train_scheduling: str = "STANDARD"  # STANDARD | SPOT (preemptible; checkpoints resume it)
 
 
 @dataclass(frozen=True)
@@ -282,6 +290,7 @@ ENV_PRESETS: dict[str, dict[str, object]] = {
     # required), every path a gs:// URI under `runner.pipeline_root`.
     "vertex": {
         "runner.beam_args": ("--runner=DataflowRunner", "--experiments=use_runner_v2"),
+        "runner.train_in_custom_job": True,
         "train.strategy": "tpu",
     },
 }
@@ -353,6 +362,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "model.image_encoder": ("efficientnet_scaled", "efficientnetv2_scaled")
     + tuple(f"efficientnet_b{i}" for i in range(8)),
     "train.optimizer": ("lamb", "adamw"),
+    "runner.train_scheduling": ("STANDARD", "SPOT"),
     "train.strategy": ("default", "mirrored", "tpu"),
     "train.precision": ("auto", "float32", "mixed_bfloat16"),
 }
@@ -414,6 +424,7 @@ def validate(cfg: Config) -> Config:
         "train.temperature_lr_multiplier",
         "register.margin",
         "runner.task_retries",
+        "runner.train_accelerator_count",
         "train.weight_decay",
         "train.label_smoothing",
         "scrape.min_host_delay_s",

@@ -79,6 +79,15 @@ def train(
     train_stage(config_json, pipeline_job, pairs.path, model.path, metrics)
 
 
+def training_job(config_json: str, pipeline_job: str, pairs: Input[Dataset], model: Output[Model]) -> list:
+    """The worker pool of the Vertex AI custom job that trains into `model` (`components.custom_job`)."""
+    from alignpipe.config import Config
+    from components.custom_job import worker_pool_specs
+
+    cfg = Config.from_json(config_json)
+    return worker_pool_specs(cfg, config_json, pairs.path, model.path, pipeline_job)
+
+
 def evaluate(
     config_json: str,
     pipeline_job: str,
@@ -143,6 +152,7 @@ def build_components(cfg) -> types.SimpleNamespace:
     data_image, trainer_image = cfg.runner.data_image, cfg.runner.trainer_image
     data = {
         "start_tracking": start_tracking,
+        "training_job": training_job,
         "scrape": scrape,
         "filter_pairs": filter_pairs,
         "register": register,

@@ -37,6 +37,25 @@ def build_pipeline(cfg: Config):
         task.set_cpu_limit(cpu).set_memory_limit(memory)
         return task.set_retry(r.task_retries) if r.task_retries else task
 
+    def custom_job_training(config_json, job, pairs):
+        """(the model artifact, the task that fills it): a Vertex AI custom job on the TPU of
+        `runner.train_*`, writing into the `model` artifact of the task that specified it."""
+        from google_cloud_pipeline_components.v1.custom_job import CustomTrainingJobOp
+
+        r = cfg.runner
+        spec = sized(ops.training_job(config_json=config_json, pipeline_job=job, pairs=pairs))
+        trained = CustomTrainingJobOp(
+            display_name="align-train",
+            project=r.gcp_project,
+            location=r.gcp_region,
+            worker_pool_specs=spec.outputs["Output"],
+            service_account=r.service_account,
+            base_output_directory=f"{r.pipeline_root.rstrip('/')}/custom-jobs",
+            restart_job_on_worker_restart=True,  # a preempted worker restarts and resumes
+            strategy=r.train_scheduling,
+        ).set_display_name("train")
+        return spec.outputs["model"], trained
+
     @dsl.pipeline(name=PIPELINE_NAME, description="ALIGN: noisy alt-text pairs -> dual encoder.")
     def align_pipeline(
         config_json: str = cfg.to_json(),
@@ -70,19 +89,23 @@ def build_pipeline(cfg: Config):
                     config_json=config_json, pipeline_job=job, raw_pairs=scraped.outputs["pairs"]
                 )
             )
-            trained = sized(
-                ops.train(config_json=config_json, pipeline_job=job, pairs=filtered.outputs["pairs"]),
-                trainer=True,
-            )
+            if cfg.runner.train_in_custom_job:
+                model, trained = custom_job_training(config_json, job, filtered.outputs["pairs"])
+            else:
+                trained = sized(
+                    ops.train(config_json=config_json, pipeline_job=job, pairs=filtered.outputs["pairs"]),
+                    trainer=True,
+                )
+                model = trained.outputs["model"]
             evaluated = sized(
-                ops.evaluate(config_json=config_json, pipeline_job=job, model=trained.outputs["model"]),
+                ops.evaluate(config_json=config_json, pipeline_job=job, model=model).after(trained),
                 trainer=True,
             )
             sized(
                 ops.register(
                     config_json=config_json,
                     pipeline_job=job,
-                    model=trained.outputs["model"],
+                    model=model,
                     eval_metrics=evaluated.outputs["metrics"],
                     champion_metrics=evaluated.outputs["champion_metrics"],
                 )

@@ -9,9 +9,9 @@ SIGTERM (Vertex AI's notice before it stops or preempts a worker) training saves
 checkpoint and the task exits with status 143 (128 + SIGTERM); Vertex AI restarts a
 worker that exits non-zero, and the rerun resumes from that checkpoint.
 The strategy (`train.strategy`: default, mirrored, tpu) comes from the config, so
-the same code trains on a laptop and on a TPU VM. Metrics go to the job's log;
-the kfp train component (`components/stages.py`) runs the same `train` in-process
-and logs them to MLflow.
+the same code trains on a laptop and on a TPU VM. Metrics go to the job's log and, with
+`--pipeline-job` (the pipeline's custom-job step, `components/custom_job.py`), to that
+pipeline run's MLflow train stage, as the kfp train component logs them.
 """
 
 from __future__ import annotations
@@ -38,6 +38,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     source.add_argument("--config-file", help="path of the pipeline config JSON")
     parser.add_argument("--data-dir", required=True, help="folder of filtered pair shards")
     parser.add_argument("--model-dir", default=None, help="output model folder (default $AIP_MODEL_DIR)")
+    parser.add_argument(
+        "--pipeline-job",
+        default="",
+        help="the kfp pipeline job whose MLflow run this training nests under (tracking.tracking_uri)",
+    )
     return parser.parse_args(argv)
 
 
@@ -58,18 +63,31 @@ def main(argv: list[str] | None = None) -> int:
         if not cfg.train.checkpoint_dir and os.environ.get("AIP_CHECKPOINT_DIR"):
             cfg = cfg.replace(train__checkpoint_dir=os.environ["AIP_CHECKPOINT_DIR"])
         from alignpipe.training.checkpoints import Preempted
-        from alignpipe.training.trainer import train
 
         try:
-            result = train(cfg, args.data_dir, model_dir, on_log=lambda row: log.info("%s", json.dumps(row)))
+            summary = _train(cfg, args.data_dir, model_dir, args.pipeline_job)
         except Preempted as e:
             print(f"trainer.task: {e}", file=sys.stderr)
             return EXIT_PREEMPTED
     except AlignPipeError as e:
         print(f"trainer.task: error: {e}", file=sys.stderr)
         return 2
-    log.info("trained %d steps on %d pairs; model in %s", result.steps, result.num_pairs, model_dir)
+    log.info(
+        "trained %d steps on %d pairs; model in %s", summary["train_steps"], summary["num_pairs"], model_dir
+    )
     return 0
+
+
+def _train(cfg: Config, data_dir: str, model_dir: str, pipeline_job: str) -> dict:
+    """Trains; inside a pipeline run (`pipeline_job`) as its MLflow train stage, else logging only."""
+    if pipeline_job:
+        from components.stages import train_stage
+
+        return train_stage(cfg.to_json(), pipeline_job, data_dir, model_dir)
+    from alignpipe.training.trainer import train
+
+    result = train(cfg, data_dir, model_dir, on_log=lambda row: log.info("%s", json.dumps(row)))
+    return {"train_steps": result.steps, "num_pairs": result.num_pairs}
 
 
 if __name__ == "__main__":

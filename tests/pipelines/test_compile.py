@@ -91,16 +91,87 @@ def test_vertex_template_sizes_every_task_and_has_no_local_store(tmp_path):
     spec = yaml.safe_load(text)
     assert "sqlite" not in text and "FnApiRunner" not in text
     executors = spec["deploymentSpec"]["executors"]
-    trainer_steps = {"exec-train", "exec-evaluate"}
+    launcher = executors.pop("exec-custom-training-job")["container"]  # Google's, pinned by its version
+    assert launcher["image"].startswith("gcr.io/ml-pipeline/google-cloud-pipeline-components:2.22.0")
     for name, executor in executors.items():
         container = executor["container"]
         assert container["image"].endswith(":abc123"), name
-        expected = (8.0, 32.0) if name in trainer_steps else (4.0, 16.0)
+        assert "pip install" not in json.dumps(container), name
+        expected = (8.0, 32.0) if name == "exec-evaluate" else (4.0, 16.0)
         assert (container["resources"]["cpuLimit"], container["resources"]["memoryLimit"]) == expected, name
     tasks = spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]
-    assert all(task["retryPolicy"]["maxRetryCount"] == 2 for task in tasks.values())
+    ours = {name: task for name, task in tasks.items() if name != "custom-training-job"}
+    assert all(task["retryPolicy"]["maxRetryCount"] == 2 for task in ours.values())
     default = Config.from_json(spec["root"]["inputDefinitions"]["parameters"]["config_json"]["defaultValue"])
     assert default.runner.beam_args[0] == "--runner=DataflowRunner" and default.train.strategy == "tpu"
+
+
+def test_vertex_trains_in_a_tpu_custom_job(tmp_path):
+    from components.custom_job import worker_pool_specs
+
+    cfg = load_config(
+        "vertex", "paper", VERTEX + ["runner.service_account=sa@my-project.iam.gserviceaccount.com"]
+    )
+    spec = yaml.safe_load(open(compile_pipeline(cfg, str(tmp_path / "align.yaml"))))
+    tasks = spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]
+    job = tasks["custom-training-job"]
+    constants = {
+        k: v["runtimeValue"]["constant"]
+        for k, v in job["inputs"]["parameters"].items()
+        if "runtimeValue" in v
+    }
+    assert constants == {
+        "display_name": "align-train",
+        "project": "my-project",
+        "location": "us-central1",
+        "service_account": "sa@my-project.iam.gserviceaccount.com",
+        "base_output_directory": "gs://bucket/root/custom-jobs",
+        "restart_job_on_worker_restart": True,
+        "strategy": "STANDARD",
+    }
+    pool = job["inputs"]["parameters"]["worker_pool_specs"]["taskOutputParameter"]
+    assert pool == {"outputParameterKey": "Output", "producerTask": "training-job"}
+    # The job fills the model artifact of the task that specified it; evaluate waits for the job.
+    model = {"taskOutputArtifact": {"outputArtifactKey": "model", "producerTask": "training-job"}}
+    assert (
+        tasks["evaluate"]["inputs"]["artifacts"]["model"]
+        == model
+        == tasks["register"]["inputs"]["artifacts"]["model"]
+    )
+    assert "custom-training-job" in tasks["evaluate"]["dependentTasks"]
+    assert worker_pool_specs(cfg, "{}", "/gcs/bucket/root/pairs", "/gcs/bucket/root/model", "align-1") == [
+        {
+            "machine_spec": {
+                "machine_type": "cloud-tpu",
+                "accelerator_type": "TPU_V3",
+                "accelerator_count": 8,
+            },
+            "replica_count": 1,
+            "container_spec": {
+                "image_uri": "us-docker.pkg.dev/p/r/alignpipe-trainer:abc123",
+                "command": ["python", "-m", "trainer.task"],
+                "args": [
+                    "--config-json",
+                    "{}",
+                    "--data-dir",
+                    "/gcs/bucket/root/pairs",
+                    "--model-dir",
+                    "/gcs/bucket/root/model",
+                    "--pipeline-job",
+                    "align-1",
+                ],
+            },
+        }
+    ]
+    v5e = cfg.replace(
+        runner__train_machine_type="ct5lp-hightpu-4t",
+        runner__train_accelerator_type="",
+        runner__train_tpu_topology="2x2",
+    )
+    assert worker_pool_specs(v5e, "{}", "d", "m", "j")[0]["machine_spec"] == {
+        "machine_type": "ct5lp-hightpu-4t",
+        "tpu_topology": "2x2",
+    }
 
 
 def test_each_run_chooses_its_inputs_sets_and_preset(tmp_path):
