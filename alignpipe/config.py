@@ -224,6 +224,11 @@ class RegisterConfig:
     metric: str = "image_to_text_r1"
     higher_is_better: bool = True
     margin: float = 0.0  # the challenger must beat the champion by more than this
+    # Also upload each registered version to the Vertex AI Model Registry (the `vertex` preset):
+    # one model with a version per run (`parent_model`), the champion alias moved with MLflow's.
+    vertex_model_registry: bool = False
+    # The Vertex AI prediction container of an uploaded SavedModel (a prebuilt TensorFlow one).
+    serving_image: str = "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-15:latest"
 
 
 @dataclass(frozen=True)
@@ -291,6 +296,7 @@ ENV_PRESETS: dict[str, dict[str, object]] = {
     "vertex": {
         "runner.beam_args": ("--runner=DataflowRunner", "--experiments=use_runner_v2"),
         "runner.train_in_custom_job": True,
+        "register.vertex_model_registry": True,
         "train.strategy": "tpu",
     },
 }
