@@ -238,6 +238,9 @@ class TrackingConfig:
     tracking_uri: str = ""  # empty: sqlite:///<work_dir>/mlflow.db (local only); else http(s)://server
     experiment: str = "alignpipe"
     server_wait_s: float = 120.0  # how long a task waits for the server's /health before failing
+    # "" (MLflow's own MLFLOW_TRACKING_TOKEN / _USERNAME / _PASSWORD), "google_id_token" (a
+    # Cloud Run server behind IAM) or "secret:projects/P/secrets/S/versions/V" (components/mlflow_auth.py)
+    auth: str = ""
 
 
 @dataclass(frozen=True)
@@ -508,6 +511,12 @@ def validate(cfg: Config) -> Config:
         cfg.tracking.tracking_uri,
         f"the http(s) URI of the shared MLflow server in the {cfg.env!r} environment (its tasks run on "
         "separate machines, so a local store would split the run)",
+    )
+    _check(
+        cfg.tracking.auth in ("", "google_id_token") or cfg.tracking.auth.startswith("secret:projects/"),
+        "tracking.auth",
+        cfg.tracking.auth,
+        "'', 'google_id_token' or 'secret:projects/P/secrets/S/versions/V'",
     )
     for template in cfg.eval.prompt_templates:
         _check("{}" in template, "eval.prompt_templates", template, "a template containing {}")

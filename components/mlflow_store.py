@@ -69,9 +69,12 @@ def check_server(uri: str, wait_s: float) -> None:
     if not uri.startswith(("http://", "https://")):
         return
     deadline, error = time.monotonic() + wait_s, ""
+    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     while True:
         try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10) as response:
+            request = urllib.request.Request(uri.rstrip("/") + "/health", headers=headers)
+            with urllib.request.urlopen(request, timeout=10) as response:
                 if response.status == 200:
                     return
                 error = f"HTTP {response.status}"

@@ -18,6 +18,7 @@ from alignpipe.config import Config
 from alignpipe.errors import InputError
 from alignpipe.model.encoder import CONFIG_FILE
 from alignpipe.promotion import challenger_wins, promotion_score
+from components.vertex_registry import mlflow_tags, upload_model_version
 
 # The pyfunc's code (MLflow "models from code"): it runs where the model is loaded, without
 # this project, on these packages alone (mlflow adds itself).
@@ -84,6 +85,10 @@ def register_model(
     version = str(info.registered_model_version)
     client.set_model_version_tag(reg.model_name, version, SCORE_TAG, str(score))
     client.set_model_version_tag(reg.model_name, version, "alignpipe.metric", reg.metric)
+    # Before MLflow's alias moves: a failed upload leaves the champion as it was for a retry.
+    vertex = None
+    if reg.vertex_model_registry:
+        vertex = upload_model_version(cfg, model_dir, version, promoted, reason)
     if promoted:
         client.set_registered_model_alias(reg.model_name, reg.champion_alias, version)
     decision = {
@@ -97,6 +102,9 @@ def register_model(
         "promoted": promoted,
         "reason": reason,
     }
+    if vertex:
+        decision["vertex_model"] = vertex
+        mlflow.set_tags(mlflow_tags(vertex))
     mlflow.log_metric("challenger_score", score)
     if champion_score is not None:
         mlflow.log_metric("champion_score", champion_score)

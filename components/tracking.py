@@ -23,7 +23,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from alignpipe import fs
 from alignpipe.config import Config
 from alignpipe.errors import AlignPipeError
-from components import mlflow_store
+from components import mlflow_auth, mlflow_store
 from components.mlflow_store import tracking_uri
 
 PIPELINE_JOB_TAG = "alignpipe.pipeline_job"
@@ -39,6 +39,7 @@ def connect(cfg: Config) -> str:
     """
     uri = tracking_uri(cfg)
     mlflow_store.wait(uri)
+    mlflow_auth.authenticate(cfg, uri)
     mlflow_store.check_server(uri, cfg.tracking.server_wait_s)
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)

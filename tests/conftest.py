@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import socket
 
 import pytest
 
 from alignpipe.demo.demo_web import DemoWeb, write_demo_web
+
+# Tests talk to 127.0.0.0/8 only: no MLflow usage reports (the servers and tasks they start
+# inherit this).
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
 @pytest.fixture(scope="session")

@@ -2,22 +2,17 @@
 
 Google Cloud cannot run here, so a fake of its REST surface runs on 127.0.0.1 (Vertex AI
 pipeline jobs, schedules and metadata; Cloud Storage through STORAGE_EMULATOR_HOST; Artifact
-Registry template downloads) beside a fake Kubeflow Pipelines API. The real client libraries
-talk to it, it records every request, and a guard refuses any host but 127.0.0.1.
+Registry template downloads) beside a fake Kubeflow Pipelines API (`tests.google_fakes`). The
+real client libraries talk to it, it records every request, and a guard refuses any host but
+127.0.0.1.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import sys
-import threading
-import urllib.parse
-import urllib.request
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import yaml
@@ -26,10 +21,10 @@ from alignpipe.config import load_config
 from alignpipe.errors import AlignPipeError
 from pipelines import cli, vertex
 from pipelines.align_pipeline import compile_pipeline
+from tests.google_fakes import BUCKET, CONTEXTS, CREATED, LOCATION, PROJECT, REGION, fake_google_cloud
 from tests.pipelines.conftest import ROOT, run_cli
 from tests.pipelines.test_cli_errors import _one_clear_error
 
-PROJECT, PROJECT_NUMBER, REGION, BUCKET = "my-proj", "123", "europe-west4", "align-bucket"
 RUNNER_SA = "runner@my-proj.iam.gserviceaccount.com"
 TARGET = [
     f"runner.gcp_project={PROJECT}",
@@ -38,160 +33,15 @@ TARGET = [
     f"runner.service_account={RUNNER_SA}",
     "tracking.tracking_uri=https://mlflow.example.org",
 ]
-LOCATION = f"projects/{PROJECT}/locations/{REGION}"
-CREATED = f"projects/{PROJECT_NUMBER}/locations/{REGION}"  # Vertex AI names what it creates by number
-STORE = f"{CREATED}/metadataStores/default"
-CONTEXTS = f"{STORE}/contexts"
 AR_TAG_URL = f"https://{REGION}-kfp.pkg.dev/{PROJECT}/align-templates/align/v1"
 AR_DIGEST_URL = f"https://{REGION}-kfp.pkg.dev/{PROJECT}/align-templates/align/sha256:{'ab' * 32}"
 CONSOLE = "https://console.cloud.google.com/vertex-ai/locations"
 
 
-@dataclass
-class Request:
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    body: dict | None
-
-
-class FakeCloud:
-    """Google Cloud's and Kubeflow's REST APIs, as far as these commands use them."""
-
-    def __init__(self) -> None:
-        self.url = ""
-        self.requests: list[Request] = []
-        self.files: dict[str, bytes] = {}  # published templates by gs:// or https:// URL
-        self.jobs: dict[str, dict] = {}
-        self.kfp_experiments: list[dict] = []
-        self.routes = [
-            ("GET", r"/storage/v1/b/([^/]+)", lambda r, b: {"name": b, "projectNumber": PROJECT_NUMBER}),
-            ("GET", r"/download/storage/v1/b/([^/]+)/o/(.+)", lambda r, b, o: self.files[f"gs://{b}/{o}"]),
-            ("GET", r"/artifact-registry/(.+)", lambda r, rest: self.files[f"https://{rest}"]),
-            ("POST", rf"/v1/{LOCATION}/pipelineJobs", self.create_job),
-            ("GET", rf"/v1/{CREATED}/pipelineJobs/([^/]+)", self.get_job),
-            ("POST", rf"/v1/{LOCATION}/schedules", lambda r: {**r.body, "name": f"{CREATED}/schedules/42"}),
-            ("GET", rf"/v1/{LOCATION}/metadataStores/default", lambda r: {"name": STORE}),
-            ("GET", rf"/v1/{LOCATION}/metadataStores/default/contexts/([^/]+)", self.experiment),
-            ("POST", rf"/v1/{CONTEXTS}/([^/]+):addContextChildren", lambda r, experiment: {}),
-            ("GET", r"/apis/v2beta1/healthz", lambda r: {"multi_user": False}),
-            ("GET", r"/apis/v2beta1/experiments", self.list_experiments),
-            ("POST", r"/apis/v2beta1/experiments", self.create_experiment),
-            ("POST", r"/apis/v2beta1/recurringruns", lambda r: {**r.body, "recurring_run_id": "rr-1"}),
-        ]
-
-    def answer(self, method: str, target: str, body: bytes) -> tuple[int, bytes]:
-        url = urllib.parse.urlsplit(target)
-        path = urllib.parse.unquote(url.path)
-        request = Request(method, path, urllib.parse.parse_qs(url.query), json.loads(body) if body else None)
-        self.requests.append(request)
-        for route_method, pattern, handler in self.routes:
-            match = re.fullmatch(pattern, path)
-            if route_method == method and match:
-                out = handler(request, *match.groups())
-                return 200, out if isinstance(out, bytes) else json.dumps(out).encode()
-        return 404, json.dumps({"error": {"code": 404, "message": f"no fake for {method} {path}"}}).encode()
-
-    def calls(self) -> list[tuple[str, str]]:
-        return [(r.method, r.path) for r in self.requests]
-
-    def only(self, method: str, path_end: str) -> Request:
-        (found,) = [r for r in self.requests if r.method == method and r.path.endswith(path_end)]
-        return found
-
-    def create_job(self, request):
-        job_id = request.query["pipelineJobId"][0]
-        self.jobs[job_id] = {**request.body, "name": f"{CREATED}/pipelineJobs/{job_id}"}
-        return {**self.jobs[job_id], "state": "PIPELINE_STATE_PENDING"}
-
-    def get_job(self, request, job_id):
-        context = {"name": f"{CONTEXTS}/{job_id}", "schemaTitle": "system.PipelineRun"}
-        return {
-            **self.jobs[job_id],
-            "state": "PIPELINE_STATE_RUNNING",
-            "jobDetail": {"pipelineRunContext": context},
-        }
-
-    def experiment(self, request, name):
-        return {
-            "name": f"{CONTEXTS}/{name}",
-            "displayName": name,
-            "schemaTitle": "system.Experiment",
-            "metadata": {"experiment_deleted": False},
-        }
-
-    def list_experiments(self, request):
-        wanted = json.loads(request.query["filter"][0])["predicates"][0]["stringValue"]
-        return {"experiments": [e for e in self.kfp_experiments if e["display_name"] == wanted]}
-
-    def create_experiment(self, request):
-        self.kfp_experiments.append({**request.body, "experiment_id": f"exp-{len(self.kfp_experiments) + 1}"})
-        return self.kfp_experiments[-1]
-
-
-def serve(cloud: FakeCloud) -> ThreadingHTTPServer:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            try:
-                status, data = cloud.answer(self.command, self.path, body)
-            except Exception as e:  # a fake's bug: answer it, so that the test fails on it at once
-                status, data = 500, json.dumps({"error": {"code": 500, "message": repr(e)}}).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        do_POST = do_GET
-
-        def log_message(self, *args) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-    cloud.url = f"http://127.0.0.1:{server.server_port}"
-    return server
-
-
 @pytest.fixture
 def fake(monkeypatch):
-    """The fake APIs, the client libraries pointed at them, every other host refused."""
-    from google.auth.credentials import AnonymousCredentials
-    from google.cloud.aiplatform import initializer
-    from google.cloud.aiplatform.utils import resource_manager_utils
-
-    cloud = FakeCloud()
-    server = serve(cloud)
-    blocked: list[str] = []
-    getaddrinfo, urlopen = socket.getaddrinfo, urllib.request.urlopen
-
-    def loopback_only(host, *args, **kwargs):
-        if host not in ("127.0.0.1", "localhost"):
-            blocked.append(str(host))
-            raise OSError(f"test guard: no network beyond 127.0.0.1 ({host})")
-        return getaddrinfo(host, *args, **kwargs)
-
-    def registry_via_fake(request, *args, **kwargs):  # the SDK reads registry templates with urllib
-        url = request.full_url if isinstance(request, urllib.request.Request) else request
-        assert url.startswith(f"https://{REGION}-kfp.pkg.dev/"), url
-        return urlopen(f"{cloud.url}/artifact-registry/{url.removeprefix('https://')}", *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", loopback_only)
-    monkeypatch.setattr(urllib.request, "urlopen", registry_via_fake)
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", cloud.url)
-    # A fresh aiplatform.init() state, restored afterwards: REST to the fake, anonymous credentials.
-    monkeypatch.setattr(initializer, "global_config", initializer._Config())
-    initializer.global_config.init(
-        api_endpoint=cloud.url, api_transport="rest", credentials=AnonymousCredentials()
-    )
-    # The SDK's bucket-ownership check asks Resource Manager over gRPC, which this fake does not speak.
-    monkeypatch.setattr(resource_manager_utils, "get_project_number", lambda *args, **kwargs: PROJECT_NUMBER)
-    monkeypatch.setenv("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # cli.main sets it
-    yield cloud
-    server.shutdown()
-    server.server_close()
-    assert not blocked, f"requests beyond 127.0.0.1 were attempted: {blocked}"
+    """The fake APIs (`tests.google_fakes`), the client libraries pointed at them."""
+    yield from fake_google_cloud(monkeypatch)
 
 
 @pytest.fixture(scope="module")
