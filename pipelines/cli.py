@@ -188,6 +188,16 @@ def cmd_schedule(args: argparse.Namespace) -> None:
     print(vertex.console_url(cfg, created.resource_name))
 
 
+def cmd_publish(args: argparse.Namespace) -> None:
+    from pipelines import vertex
+
+    published = vertex.publish_template(args.template, args.host, args.tag or [])
+    print(published.name)
+    print(published.version)
+    for url in published.urls:
+        print(url)
+
+
 def _add_job_options(p: argparse.ArgumentParser) -> None:
     """The options of `submit` and `schedule`: the template, where it runs, what each run gets."""
     p.add_argument(
@@ -294,6 +304,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--kfp-host",
         metavar="URL",
         help="a self-hosted Kubeflow Pipelines API instead of Vertex AI (its cron gets a seconds field)",
+    )
+    publish_help = (
+        "upload a compiled pipeline to an Artifact Registry KFP repository; prints its name, "
+        "its version and the URL of each tag (for `submit --template`)"
+    )
+    p = sub.add_parser("publish", help=publish_help, description=publish_help)
+    p.set_defaults(fn=cmd_publish)
+    p.add_argument("--template", required=True, help="compiled pipeline YAML (`alignpipe compile --out`)")
+    p.add_argument(
+        "--host",
+        required=True,
+        metavar="URL",
+        help="the KFP repository: https://REGION-kfp.pkg.dev/PROJECT/REPO",
+    )
+    p.add_argument(
+        "--tag",
+        action="append",
+        help="tag of the uploaded version, moved from any older one (repeatable; empty values are skipped)",
     )
     return parser
 

@@ -2,10 +2,11 @@
 
 Google Cloud cannot run here, so `FakeCloud` answers the requests this project's code makes
 (Vertex AI pipeline jobs, schedules, metadata and the Model Registry; Cloud Storage through
-STORAGE_EMULATOR_HOST; Artifact Registry template downloads) beside a fake Kubeflow Pipelines
-API. It records every request, so that tests assert on exactly what was sent, and
-`fake_google_cloud` points the libraries at it with anonymous credentials while a guard refuses
-any host but 127.0.0.1. A test module makes it a fixture:
+STORAGE_EMULATOR_HOST; Artifact Registry template uploads and downloads; OAuth token refreshes)
+beside a fake Kubeflow Pipelines API. It records every request, so that tests assert on exactly
+what was sent, and `fake_google_cloud` points the libraries at it (aiplatform with anonymous
+credentials; the application default credentials are a user login whose token comes from the
+fake) while a guard refuses any host but 127.0.0.1. A test module makes it a fixture:
 
     @pytest.fixture
     def fake(monkeypatch):
@@ -14,15 +15,20 @@ any host but 127.0.0.1. A test module makes it a fixture:
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 import socket
+import tempfile
 import threading
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import yaml
 
 PROJECT, PROJECT_NUMBER, REGION, BUCKET = "my-proj", "123", "europe-west4", "align-bucket"
 LOCATION = f"projects/{PROJECT}/locations/{REGION}"
@@ -30,6 +36,10 @@ CREATED = f"projects/{PROJECT_NUMBER}/locations/{REGION}"  # Vertex AI names wha
 STORE = f"{CREATED}/metadataStores/default"
 CONTEXTS = f"{STORE}/contexts"
 UPLOAD_RESPONSE = "type.googleapis.com/google.cloud.aiplatform.v1.UploadModelResponse"
+TEMPLATES_REPO = "align-templates"  # the one Artifact Registry KFP repository that exists here
+KFP_REPOSITORY = f"https://{REGION}-kfp.pkg.dev/{PROJECT}/{TEMPLATES_REPO}"
+TOKEN_URL = "https://oauth2.googleapis.com/token"  # where a user login's access tokens come from
+ACCESS_TOKEN = "fake-access-token"  # what the fake's token endpoint hands the default credentials
 
 
 @dataclass
@@ -37,7 +47,34 @@ class Request:
     method: str
     path: str
     query: dict[str, list[str]]
-    body: dict | None
+    body: dict | None  # a JSON body
+    headers: dict[str, str] = field(default_factory=dict)  # names in lowercase
+    form: dict[str, str] = field(default_factory=dict)  # form fields (urlencoded or multipart)
+    files: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # multipart files: (filename, data)
+
+
+def parse_request(method: str, target: str, body: bytes, headers: dict[str, str]) -> Request:
+    """A request as recorded: JSON, form-urlencoded and multipart bodies parsed."""
+    url = urllib.parse.urlsplit(target)
+    request = Request(method, urllib.parse.unquote(url.path), urllib.parse.parse_qs(url.query), None)
+    request.headers = {k.lower(): v for k, v in headers.items()}
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("application/x-www-form-urlencoded"):
+        request.form = dict(urllib.parse.parse_qsl(body.decode()))
+    elif content_type.startswith("multipart/form-data"):
+        boundary = re.search(r'boundary="?([^";]+)', content_type).group(1).encode()
+        for part in body.split(b"--" + boundary)[1:-1]:
+            head, _, data = part.removeprefix(b"\r\n").partition(b"\r\n\r\n")
+            data = data.removesuffix(b"\r\n")
+            name = re.search(rb'\bname="([^"]*)"', head).group(1).decode()
+            filename = re.search(rb'\bfilename="([^"]*)"', head)
+            if filename:
+                request.files[name] = (filename.group(1).decode(), data)
+            else:
+                request.form[name] = data.decode()
+    elif body:
+        request.body = json.loads(body)
+    return request
 
 
 class FakeCloud:
@@ -50,10 +87,13 @@ class FakeCloud:
         self.jobs: dict[str, dict] = {}
         self.kfp_experiments: list[dict] = []
         self.models: dict[str, list[dict]] = {}  # Model Registry: model id -> its versions
+        templates = re.escape(KFP_REPOSITORY.removeprefix("https://"))
         self.routes = [
             ("GET", r"/storage/v1/b/([^/]+)", lambda r, b: {"name": b, "projectNumber": PROJECT_NUMBER}),
             ("GET", r"/download/storage/v1/b/([^/]+)/o/(.+)", lambda r, b, o: self.files[f"gs://{b}/{o}"]),
             ("GET", r"/artifact-registry/(.+)", lambda r, rest: self.files[f"https://{rest}"]),
+            ("POST", rf"/artifact-registry/({templates})", self.upload_template),
+            ("POST", r"/token", self.issue_token),
             ("POST", rf"/v1/{LOCATION}/pipelineJobs", self.create_job),
             ("GET", rf"/v1/{CREATED}/pipelineJobs/([^/]+)", self.get_job),
             ("POST", rf"/v1/{LOCATION}/schedules", lambda r: {**r.body, "name": f"{CREATED}/schedules/42"}),
@@ -69,17 +109,18 @@ class FakeCloud:
             ("POST", r"/apis/v2beta1/recurringruns", lambda r: {**r.body, "recurring_run_id": "rr-1"}),
         ]
 
-    def answer(self, method: str, target: str, body: bytes) -> tuple[int, bytes]:
-        url = urllib.parse.urlsplit(target)
-        path = urllib.parse.unquote(url.path)
-        request = Request(method, path, urllib.parse.parse_qs(url.query), json.loads(body) if body else None)
+    def answer(
+        self, method: str, target: str, body: bytes, headers: dict[str, str] | None = None
+    ) -> tuple[int, bytes]:
+        request = parse_request(method, target, body, headers or {})
         self.requests.append(request)
         for route_method, pattern, handler in self.routes:
-            match = re.fullmatch(pattern, path)
+            match = re.fullmatch(pattern, request.path)
             if route_method == method and match:
                 out = handler(request, *match.groups())
                 return 200, out if isinstance(out, bytes) else json.dumps(out).encode()
-        return 404, json.dumps({"error": {"code": 404, "message": f"no fake for {method} {path}"}}).encode()
+        message = f"no fake for {method} {request.path}"
+        return 404, json.dumps({"error": {"code": 404, "message": message}}).encode()
 
     def calls(self) -> list[tuple[str, str]]:
         return [(r.method, r.path) for r in self.requests]
@@ -146,6 +187,19 @@ class FakeCloud:
         response = {"@type": UPLOAD_RESPONSE, "model": name, "modelVersionId": version_id}
         return {"name": f"{name}/operations/{len(self.requests)}", "done": True, "response": response}
 
+    def issue_token(self, request):
+        return {"access_token": ACCESS_TOKEN, "expires_in": 3600, "token_type": "Bearer"}
+
+    def upload_template(self, request, repository):
+        """A new version, named by the digest of the file, of the template the file's pipeline
+        names; its tags move to it. Answers `NAME/VERSION` in plain text, as Artifact Registry does."""
+        content = request.files["content"][1]
+        name = next(yaml.safe_load_all(content))["pipelineInfo"]["name"]
+        version = f"sha256:{hashlib.sha256(content).hexdigest()}"
+        for ref in [version, *filter(None, request.form.get("tags", "").split(","))]:
+            self.files[f"https://{repository}/{name}/{ref}"] = content
+        return f"{name}/{version}".encode()
+
     def get_model_version(self, request, model_id, version_id):
         (version,) = [v for v in self.models[model_id] if v["versionId"] == version_id]
         return version
@@ -156,7 +210,7 @@ def serve(cloud: FakeCloud) -> ThreadingHTTPServer:
         def do_GET(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             try:
-                status, data = cloud.answer(self.command, self.path, body)
+                status, data = cloud.answer(self.command, self.path, body, dict(self.headers))
             except Exception as e:  # a fake's bug: answer it, so that the test fails on it at once
                 status, data = 500, json.dumps({"error": {"code": 500, "message": repr(e)}}).encode()
             self.send_response(status)
@@ -179,6 +233,7 @@ def serve(cloud: FakeCloud) -> ThreadingHTTPServer:
 def fake_google_cloud(monkeypatch) -> Iterator[FakeCloud]:
     """The fake APIs, the client libraries pointed at them, every other host refused; for a
     fixture to `yield from`. Fails the test if anything tried to reach another host."""
+    import requests
     from google.auth.credentials import AnonymousCredentials
     from google.cloud.aiplatform import initializer
     from google.cloud.aiplatform.utils import resource_manager_utils
@@ -187,6 +242,7 @@ def fake_google_cloud(monkeypatch) -> Iterator[FakeCloud]:
     server = serve(cloud)
     blocked: list[str] = []
     getaddrinfo, urlopen = socket.getaddrinfo, urllib.request.urlopen
+    send = requests.adapters.HTTPAdapter.send
 
     def loopback_only(host, *args, **kwargs):
         if host not in ("127.0.0.1", "localhost"):
@@ -199,8 +255,32 @@ def fake_google_cloud(monkeypatch) -> Iterator[FakeCloud]:
         assert url.startswith(f"https://{REGION}-kfp.pkg.dev/"), url
         return urlopen(f"{cloud.url}/artifact-registry/{url.removeprefix('https://')}", *args, **kwargs)
 
+    def requests_via_fake(adapter, request, *args, **kwargs):  # kfp's RegistryClient and google.auth
+        if request.url.startswith(f"https://{REGION}-kfp.pkg.dev/"):
+            request.url = f"{cloud.url}/artifact-registry/{request.url.removeprefix('https://')}"
+        elif request.url == TOKEN_URL:
+            request.url = f"{cloud.url}/token"
+        return send(adapter, request, *args, **kwargs)
+
+    # Application default credentials: a user login whose refresh token the fake exchanges
+    # (google.auth sends it to TOKEN_URL whatever the file says).
+    adc_folder = tempfile.TemporaryDirectory(prefix="fake-adc-")
+    adc = os.path.join(adc_folder.name, "application_default_credentials.json")
+    with open(adc, "w") as f:
+        json.dump(
+            {
+                "type": "authorized_user",
+                "client_id": "fake-client",
+                "client_secret": "fake-secret",
+                "refresh_token": "fake-refresh-token",
+            },
+            f,
+        )
     monkeypatch.setattr(socket, "getaddrinfo", loopback_only)
     monkeypatch.setattr(urllib.request, "urlopen", registry_via_fake)
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", requests_via_fake)
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", adc)
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", PROJECT)
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", cloud.url)
     # A fresh aiplatform.init() state, restored afterwards: REST to the fake, anonymous credentials.
     monkeypatch.setattr(initializer, "global_config", initializer._Config())
@@ -213,4 +293,5 @@ def fake_google_cloud(monkeypatch) -> Iterator[FakeCloud]:
     yield cloud
     server.shutdown()
     server.server_close()
+    adc_folder.cleanup()
     assert not blocked, f"requests beyond 127.0.0.1 were attempted: {blocked}"

@@ -9,6 +9,7 @@ real client libraries talk to it, it records every request, and a guard refuses 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
@@ -21,7 +22,18 @@ from alignpipe.config import load_config
 from alignpipe.errors import AlignPipeError
 from pipelines import cli, vertex
 from pipelines.align_pipeline import compile_pipeline
-from tests.google_fakes import BUCKET, CONTEXTS, CREATED, LOCATION, PROJECT, REGION, fake_google_cloud
+from tests.google_fakes import (
+    ACCESS_TOKEN,
+    BUCKET,
+    CONTEXTS,
+    CREATED,
+    KFP_REPOSITORY,
+    LOCATION,
+    PROJECT,
+    REGION,
+    TEMPLATES_REPO,
+    fake_google_cloud,
+)
 from tests.pipelines.conftest import ROOT, run_cli
 from tests.pipelines.test_cli_errors import _one_clear_error
 
@@ -319,3 +331,91 @@ def test_cli_starts_without_the_cloud_libraries():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "[]"
     assert "--kfp-host" in run_cli("schedule", "--help", timeout=60).stdout
+
+
+def test_cli_publish_uploads_the_template_with_its_tags(fake, cfg, template, capsys):
+    with open(template[0], "rb") as f:
+        content = f.read()
+    tags = ["abc1234", "", "v1.0.0", "latest", "abc1234"]  # CI passes an empty tag on branch builds
+    argv = ["publish", "--template", template[0], "--host", f"{KFP_REPOSITORY}/"]
+    assert cli.main(argv + [f"--tag={tag}" for tag in tags]) == 0
+
+    upload_path = f"/artifact-registry/{KFP_REPOSITORY.removeprefix('https://')}"
+    # The application default credentials fetch a token first, then the one multipart upload.
+    assert fake.calls() == [("POST", "/token"), ("POST", upload_path)]
+    assert fake.requests[0].form == {
+        "grant_type": "refresh_token",
+        "client_id": "fake-client",
+        "client_secret": "fake-secret",
+        "refresh_token": "fake-refresh-token",
+    }
+    upload = fake.requests[1]
+    assert upload.headers["authorization"] == f"Bearer {ACCESS_TOKEN}"
+    assert upload.headers["content-type"].startswith("multipart/form-data; boundary=")
+    assert (upload.query, upload.body) == ({}, None)
+    assert upload.form == {"tags": "abc1234,v1.0.0,latest"}
+    assert upload.files == {"content": ("align_pipeline.yaml", content)}
+    assert capsys.readouterr().out.splitlines() == [
+        "align",
+        f"sha256:{hashlib.sha256(content).hexdigest()}",
+        f"{KFP_REPOSITORY}/align/abc1234",
+        f"{KFP_REPOSITORY}/align/v1.0.0",
+        f"{KFP_REPOSITORY}/align/latest",
+    ]
+
+    # What `submit --template URL` then reads is what was compiled.
+    url = f"{KFP_REPOSITORY}/align/v1.0.0"
+    vertex.submit_pipeline_job(cfg, vertex.JobSpec(template=url), credentials=anonymous())
+    body = fake.only("POST", "/pipelineJobs").body
+    assert (body["templateUri"], body["pipelineSpec"]) == (url, template[1])
+
+
+def test_publish_without_tags_names_the_version(fake, template):
+    published = vertex.publish_template(template[0], KFP_REPOSITORY)
+
+    upload = fake.only("POST", f"/{TEMPLATES_REPO}")
+    assert (upload.form, list(upload.files)) == ({}, ["content"])  # no tags field at all
+    assert published.version.startswith("sha256:")
+    assert published.urls == [f"{KFP_REPOSITORY}/align/{published.version}"]
+
+
+def _one_error_line(capsys, *fragments: str) -> None:
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith("alignpipe: error: "), err
+    assert all(fragment in err for fragment in fragments), err
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["--template", "nowhere.yaml"], ("template file 'nowhere.yaml' does not exist",)),
+        (["--template", f"{ROOT}/pyproject.toml"], ("is not a compiled kfp pipeline", "alignpipe compile")),
+        (["--host", "http://127.0.0.1:8080/my-proj/t"], ("is not an Artifact Registry KFP repository URL",)),
+        (["--host", f"https://{REGION}-docker.pkg.dev/{PROJECT}/align"], ("https://REGION-kfp.pkg.dev/",)),
+        (["--tag", "release/1.0"], ("--tag 'release/1.0' is not a template tag",)),
+        (["--tag", "sha256:ab"], ("--tag 'sha256:ab' is not a template tag",)),
+    ],
+)  # fmt: skip
+def test_cli_publish_mistakes_are_one_clear_error_before_any_request(fake, template, capsys, args, fragments):
+    argv = ["publish", "--template", template[0], "--host", KFP_REPOSITORY, "--tag", "v1", *args]
+    assert cli.main(argv) == 2
+    _one_error_line(capsys, *fragments)
+    assert fake.calls() == []
+
+
+def test_cli_publish_refusals_are_one_clear_error(fake, template, capsys, monkeypatch, tmp_path):
+    missing = f"https://{REGION}-kfp.pkg.dev/{PROJECT}/no-such-templates"
+    assert cli.main(["publish", "--template", template[0], "--host", missing]) == 2
+    _one_error_line(capsys, "Artifact Registry refused the template: 404 Not Found", "no fake for POST")
+
+    from google.auth.compute_engine import _metadata
+
+    monkeypatch.setattr(_metadata, "_NO_GCE_CHECK", True)  # not on Compute Engine: no metadata server
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path))  # no gcloud login
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS")
+    assert cli.main(["publish", "--template", template[0], "--host", KFP_REPOSITORY]) == 2
+    _one_error_line(capsys, "no Google Cloud credentials", "gcloud auth application-default login")
+    assert fake.calls() == [
+        ("POST", "/token"),
+        ("POST", f"/artifact-registry/{missing.removeprefix('https://')}"),
+    ]
