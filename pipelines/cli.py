@@ -189,9 +189,9 @@ def cmd_schedule(args: argparse.Namespace) -> None:
 
 
 def cmd_publish(args: argparse.Namespace) -> None:
-    from pipelines import vertex
+    from pipelines import publish
 
-    published = vertex.publish_template(args.template, args.host, args.tag or [])
+    published = publish.publish_template(args.template, args.host, args.tag or [])
     print(published.name)
     print(published.version)
     for url in published.urls:

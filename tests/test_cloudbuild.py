@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from alignpipe.config import load_config
-from pipelines import cli, vertex
+from pipelines import cli, publish, vertex
 from pipelines.align_pipeline import PIPELINE_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -234,7 +234,7 @@ def test_publish_sends_the_compiled_template_to_the_kfp_repository(tag_name, tag
     assert args.template == compiled.out
     # infra/terraform names the KFP repository after the Docker one: <name_prefix>-templates.
     assert args.host == f"https://{values['_REGION']}-kfp.pkg.dev/my-proj/{values['_REPO']}-templates"
-    assert vertex.KFP_REPOSITORY.fullmatch(args.host)
+    assert publish.KFP_REPOSITORY.fullmatch(args.host)
     assert [t for t in dict.fromkeys(args.tag) if t] == tags  # as publish_template keeps them
 
 

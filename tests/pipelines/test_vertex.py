@@ -20,7 +20,7 @@ import yaml
 
 from alignpipe.config import load_config
 from alignpipe.errors import AlignPipeError
-from pipelines import cli, vertex
+from pipelines import cli, publish, vertex
 from pipelines.align_pipeline import compile_pipeline
 from tests.google_fakes import (
     ACCESS_TOKEN,
@@ -371,7 +371,7 @@ def test_cli_publish_uploads_the_template_with_its_tags(fake, cfg, template, cap
 
 
 def test_publish_without_tags_names_the_version(fake, template):
-    published = vertex.publish_template(template[0], KFP_REPOSITORY)
+    published = publish.publish_template(template[0], KFP_REPOSITORY)
 
     upload = fake.only("POST", f"/{TEMPLATES_REPO}")
     assert (upload.form, list(upload.files)) == ({}, ["content"])  # no tags field at all
