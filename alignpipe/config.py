@@ -82,6 +82,10 @@ class ScrapeConfig:
     max_pages: int = 100_000  # per host
     max_depth: int = 20
     user_agent: str = "alignpipe-bot/0.1 (+https://github.com/alignpipe/alignpipe)"
+    # Incremental scrapes (scheduled retraining): a folder (local or gs://) keeping what earlier
+    # runs fetched (URL, ETag, Last-Modified, content hash); a run sends conditional requests and
+    # writes pairs only for new or changed content. "" = every run fetches everything.
+    state_dir: str = ""
     # Politeness: connections per host, a minimum gap between two requests to one host
     # (robots.txt `Crawl-delay` raises it), connections in all.
     per_host_connections: int = 16
