@@ -4,11 +4,19 @@ The network runs on one asyncio loop (`Fetcher`: many requests in flight, per-ho
 limits, robots.txt checked on every hop); decoding, hashing and resizing run beside it
 in the executor given (`alignpipe.imaging.decode.describe_image`; threads, as Pillow and
 hashlib release the GIL), so they never stall the network. The scrape runs one such unit
-per worker process and core. Every use of every image URL ends in one outcome:
+per worker process and core.
+
+Given what earlier runs fetched (`known`, from `scrape.state_dir`), an image URL whose uses
+all have alt-texts already written is asked for conditionally (`Validators`); a new or
+changed image is written as today, an unchanged one is not (the corpus of an earlier run
+holds it). Every use of every image URL ends in one outcome:
 
 | outcome                     | meaning                                                 |
 |-----------------------------|---------------------------------------------------------|
 | `ok`                        | written as a pair                                       |
+| `not_modified`              | the server answered 304 to the earlier validators       |
+| `unchanged`                 | the bytes hash to the SHA-256 written earlier, with     |
+|                             | this alt-text                                           |
 | `opted_out`                 | the page or the image (`X-Robots-Tag`) says noai / noimageai |
 | `not_http`                  | not an http(s) URL (`data:` URLs, ...)                  |
 | `off_host`                  | `scrape.image_hosts=allowed` and the host is not        |
@@ -22,16 +30,18 @@ import asyncio
 import collections
 import dataclasses
 import functools
+import hashlib
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 
 from alignpipe.config import ScrapeConfig
 from alignpipe.data.crawl import OPT_OUT, allowed_hosts, is_allowed_host
-from alignpipe.data.fetch import Fetched, Fetcher, FetchPolicy
+from alignpipe.data.fetch import Fetched, Fetcher, FetchPolicy, Validators
 from alignpipe.data.records import ImageTextPair
 from alignpipe.data.robots import RobotsCache, RobotsRules
-from alignpipe.imaging.decode import ImageFacts, describe_image
+from alignpipe.data.scrape_state import ImageState
+from alignpipe.imaging.decode import describe_image
 from alignpipe.progress import Progress
 
 
@@ -56,7 +66,12 @@ def image_line(url: str, use: Use, outcome: str, error: str = "") -> dict[str, o
 
 
 class UnitDownload:
-    """Downloads the images of one unit into `write_pair` / `write_line`; counts outcomes."""
+    """Downloads the images of one unit into `write_pair` / `write_line`; counts outcomes.
+
+    `known` holds what earlier runs fetched, by image URL; after `run`, `states` holds the
+    entry of each image URL of the unit that has one (new, refreshed, or the earlier one
+    when the image could not be fetched this time).
+    """
 
     def __init__(
         self,
@@ -65,10 +80,13 @@ class UnitDownload:
         write_pair: PairSink,
         write_line: LineSink,
         robots_known: dict[str, RobotsRules] | None = None,
+        known: Mapping[str, ImageState] | None = None,
     ) -> None:
         self.cfg, self.pool = cfg, pool
         self.write_pair, self.write_line = write_pair, write_line
         self.robots_known = {} if robots_known is None else robots_known
+        self.known = {} if known is None else known
+        self.states: list[ImageState] = []
         self.counts: collections.Counter[str] = collections.Counter()
         self._allowed = allowed_hosts(cfg)
         self._describe = functools.partial(
@@ -91,7 +109,9 @@ class UnitDownload:
 
             async def one(url: str, uses: list[Use]) -> None:
                 async with slots:
-                    await self._image(fetcher, robots, url, uses)
+                    state = await self._image(fetcher, robots, url, uses, self.known.get(url))
+                if state is not None:
+                    self.states.append(state)
                 progress.update(1)
 
             await asyncio.gather(*(one(url, uses) for url, uses in images))
@@ -104,31 +124,49 @@ class UnitDownload:
             self.write_line(image_line(url, use, outcome, error))
         self.counts[f"image/{outcome}"] += len(uses)
 
-    async def _image(self, fetcher: Fetcher, robots: RobotsCache, url: str, uses: list[Use]) -> None:
+    async def _image(
+        self, fetcher: Fetcher, robots: RobotsCache, url: str, uses: list[Use], known: ImageState | None
+    ) -> ImageState | None:
+        """Fetches one image URL for its uses; returns its state entry after this run."""
         wanted = [u for u in uses if not u.opted_out]
         self._lines(url, [u for u in uses if u.opted_out], "opted_out", "the page opts out of AI use")
         if not wanted:
-            return
+            return known
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             self._lines(url, wanted, "not_http", url[:60])
-            return
+            return known
         if self.cfg.image_hosts == "allowed" and not is_allowed_host(url, self._allowed):
             self._lines(url, wanted, "off_host")
-            return
-        fetched = await fetcher.get(url, self.cfg.max_image_bytes, check=robots.refusal)
-        if fetched.outcome != "ok":
+            return known
+        # A 304 gives no bytes: only ask conditionally when every alt-text was written before.
+        written = set(known.alts) if known else set()
+        conditional = known is not None and all(u.alt in written for u in wanted)
+        validators = Validators(known.final_url, known.etag, known.last_modified) if conditional else None
+        fetched = await fetcher.get(
+            url, self.cfg.max_image_bytes, check=robots.refusal, validators=validators
+        )
+        if fetched.outcome not in ("ok", "not_modified"):
             self._lines(url, wanted, fetched.outcome, await self._reason(robots, fetched))
-            return
+            return known
         if fetched.robots_tags & OPT_OUT:
             self._lines(url, wanted, "opted_out", "X-Robots-Tag: " + ", ".join(sorted(fetched.robots_tags)))
-            return
-        facts = await self._facts(fetched.body)
+            return known
+        if fetched.outcome == "not_modified":
+            assert known is not None
+            self._lines(url, wanted, "not_modified")
+            return _refreshed(known, fetched, known.sha256, known.alts)
+        same = known is not None and await self._in_pool(_sha256, fetched.body) == known.sha256
+        fresh = [u for u in wanted if not same or u.alt not in written]
+        self._lines(url, [u for u in wanted if same and u.alt in written], "unchanged")
+        if not fresh:
+            return _refreshed(known, fetched, known.sha256, known.alts)
+        facts = await self._in_pool(self._describe, fetched.body)
         if facts.outcome != "ok":
-            self._lines(url, wanted, facts.outcome, facts.error)
-            return
+            self._lines(url, fresh, facts.outcome, facts.error)
+            return known
         data = fetched.body if facts.encoded is None else facts.encoded
-        for use in wanted:
+        for use in fresh:
             pair = ImageTextPair(
                 data,
                 facts.image_format,
@@ -143,12 +181,14 @@ class UnitDownload:
                 facts.phash,
             )
             self.write_pair(pair)
-        self._lines(url, wanted, "ok")
+        self._lines(url, fresh, "ok")
+        alts = (written if same else set()) | {u.alt for u in fresh}
+        return _refreshed(known, fetched, facts.sha256, tuple(sorted(alts)))
 
-    async def _facts(self, body: bytes) -> ImageFacts:
+    async def _in_pool(self, function: Callable, body: bytes):
         if self.pool is None:
-            return self._describe(body)
-        return await asyncio.get_running_loop().run_in_executor(self.pool, self._describe, body)
+            return function(body)
+        return await asyncio.get_running_loop().run_in_executor(self.pool, function, body)
 
     @staticmethod
     async def _reason(robots: RobotsCache, fetched: Fetched) -> str:
@@ -156,3 +196,15 @@ class UnitDownload:
             rules = await robots.rules(fetched.final_url)
             return rules.reason or f"robots.txt of {fetched.final_url}"
         return fetched.error
+
+
+def _sha256(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+def _refreshed(known: ImageState | None, fetched: Fetched, sha256: str, alts: tuple[str, ...]) -> ImageState:
+    """The state entry after an answer: its validators (a 304 may omit unchanged ones)."""
+    etag, last_modified = fetched.etag, fetched.last_modified
+    if fetched.outcome == "not_modified" and known is not None:
+        etag, last_modified = etag or known.etag, last_modified or known.last_modified
+    return ImageState(fetched.url, fetched.final_url, etag, last_modified, sha256, alts)

@@ -14,8 +14,11 @@ One `Fetcher` (an aiohttp session) serves a whole crawl or download unit:
 - 429, 5xx, timeouts and failed connections are retried with exponential backoff; a
   `Retry-After` wins when longer, and one over `max_retry_after_s` ends the retries.
 
-Every request ends in exactly one outcome: `ok`, `http_<status>`, `not_http`, `not_html`
-(when only HTML is wanted), `too_large`, `too_many_redirects`, `forbidden_address`,
+A request may carry an earlier answer's validators (`Validators`: ETag, Last-Modified); a
+`304 Not Modified` to it ends as `not_modified`, its body unread.
+
+Every request ends in exactly one outcome: `ok`, `not_modified`, `http_<status>`, `not_http`,
+`not_html` (when only HTML is wanted), `too_large`, `too_many_redirects`, `forbidden_address`,
 `timeout`, `unreachable`, or whatever the caller's hop check refuses a URL with.
 """
 
@@ -78,6 +81,26 @@ class FetchPolicy:
 
 
 @dataclasses.dataclass(frozen=True)
+class Validators:
+    """An earlier answer's validators, sent as `If-None-Match` / `If-Modified-Since`.
+
+    Attributes:
+        url: the URL that gave them; they are sent on the hop to this URL only (another
+            URL's answer cannot be compared with them).
+        etag: the `ETag` header ("" when none).
+        last_modified: the `Last-Modified` header ("" when none).
+    """
+
+    url: str
+    etag: str = ""
+    last_modified: str = ""
+
+    def headers(self) -> dict[str, str]:
+        headers = {"If-None-Match": self.etag} if self.etag else {}
+        return headers | ({"If-Modified-Since": self.last_modified} if self.last_modified else {})
+
+
+@dataclasses.dataclass(frozen=True)
 class Fetched:
     """The result of `Fetcher.get`.
 
@@ -92,6 +115,8 @@ class Fetched:
         robots_tags: lower-case `X-Robots-Tag` directives that apply to this user agent.
         error: a one-line reason when not `ok`.
         tries: requests made, retries included.
+        etag: the answer's `ETag` header ("" when none).
+        last_modified: the answer's `Last-Modified` header ("" when none).
     """
 
     url: str
@@ -104,6 +129,8 @@ class Fetched:
     robots_tags: frozenset[str] = frozenset()
     error: str = ""
     tries: int = 1
+    etag: str = ""
+    last_modified: str = ""
 
 
 class _HostGate:
@@ -172,7 +199,12 @@ class Fetcher:
         return self._gates[host]
 
     async def get(
-        self, url: str, max_bytes: int, check: HopCheck | None = None, html_only: bool = False
+        self,
+        url: str,
+        max_bytes: int,
+        check: HopCheck | None = None,
+        html_only: bool = False,
+        validators: Validators | None = None,
     ) -> Fetched:
         """GETs `url` with retries; never raises for network, HTTP or content errors.
 
@@ -182,10 +214,11 @@ class Fetcher:
             check: called on the URL and on every redirect target; a returned outcome
                 stops the request there (e.g. `robots_disallowed`).
             html_only: a response that is not HTML ends as `not_html`, its body unread.
+            validators: an earlier answer's; a 304 to them ends as `not_modified`.
         """
         p = self.policy
         for attempt in range(p.retries + 1):
-            fetched, retry_after = await self._try(url, max_bytes, check, html_only)
+            fetched, retry_after = await self._try(url, max_bytes, check, html_only, validators)
             fetched = dataclasses.replace(fetched, tries=attempt + 1)
             if fetched.outcome not in RETRY_OUTCOMES or attempt == p.retries:
                 return fetched
@@ -197,11 +230,11 @@ class Fetcher:
         raise AssertionError("unreachable")
 
     async def _try(
-        self, url: str, max_bytes: int, check: HopCheck | None, html_only: bool
+        self, url: str, max_bytes: int, check: HopCheck | None, html_only: bool, validators: Validators | None
     ) -> tuple[Fetched, float | None]:
         try:
             async with asyncio.timeout(self.policy.deadline_s):
-                return await self._follow(url, max_bytes, check, html_only)
+                return await self._follow(url, max_bytes, check, html_only, validators)
         except TimeoutError:
             return Fetched(url, url, "timeout", error=f"no answer within {self.policy.deadline_s:g} s"), None
         except ForbiddenAddress as e:
@@ -214,7 +247,7 @@ class Fetcher:
             return Fetched(url, url, "unreachable", error=_one_line(e)), None
 
     async def _follow(
-        self, url: str, max_bytes: int, check: HopCheck | None, html_only: bool
+        self, url: str, max_bytes: int, check: HopCheck | None, html_only: bool, validators: Validators | None
     ) -> tuple[Fetched, float | None]:
         assert self._session is not None, "use Fetcher as an async context manager"
         hops = [url]
@@ -227,8 +260,10 @@ class Fetcher:
             refused = await check(current) if check else None
             if refused:
                 return Fetched(url, current, refused, error=f"refused {current}"), None
+            conditional = validators.headers() if validators and validators.url == current else {}
             async with self._gate(parts.netloc.lower()):
-                async with self._session.get(_yarl(current), allow_redirects=False) as response:
+                request = self._session.get(_yarl(current), allow_redirects=False, headers=conditional)
+                async with request as response:
                     location = response.headers.get("Location")
                     if response.status in REDIRECTS and location:
                         target = urllib.parse.urljoin(current, location.strip())
@@ -239,15 +274,25 @@ class Fetcher:
                             ), None
                         hops.append(urllib.parse.urldefrag(target).url)
                         continue
-                    return await self._read(url, current, response, max_bytes, html_only)
+                    return await self._read(url, current, response, max_bytes, html_only, bool(conditional))
 
     async def _read(
-        self, url: str, final_url: str, response: aiohttp.ClientResponse, max_bytes: int, html_only: bool
+        self,
+        url: str,
+        final_url: str,
+        response: aiohttp.ClientResponse,
+        max_bytes: int,
+        html_only: bool,
+        conditional: bool,
     ) -> tuple[Fetched, float | None]:
         status, content_type = response.status, response.content_type.lower()
         charset = response.charset or ""
-        tags = robots_tags(response.headers.getall("X-Robots-Tag", []), self.policy.user_agent)
+        headers = response.headers
+        tags = robots_tags(headers.getall("X-Robots-Tag", []), self.policy.user_agent)
         common = dict(status=status, content_type=content_type, charset=charset, robots_tags=tags)
+        common |= dict(etag=headers.get("ETag", ""), last_modified=headers.get("Last-Modified", ""))
+        if status == 304 and conditional:
+            return Fetched(url, final_url, "not_modified", **common), None
         if not 200 <= status < 300:
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
             error = f"HTTP {status} {response.reason or ''}".strip()

@@ -6,16 +6,20 @@ the DirectRunner and on Dataflow):
     source: crawl (one site per seed host) | url lists | WARC / WAT files
       -> pages (manifest lines) and <img> entries (image URL, alt, page)
       -> one page per (image URL, alt): the others are `duplicate_pair`, no alt `no_alt`
-      -> group by image URL -> work units of ~`scrape.unit_size` image URLs (by URL hash)
-      -> per unit: download (async, polite, checked), decode + hash + resize in worker
-         processes, write the unit's files, record the unit as done
+      -> group by image URL, joined with what earlier runs fetched (`scrape.state_dir`)
+      -> work units of ~`scrape.unit_size` image URLs (by URL hash)
+      -> per unit: download (async, polite, checked; conditional for known images),
+         decode + hash + resize in worker processes, write the unit's files (and state
+         entries), record the unit as done
       -> outcome counts -> `scrape_report.json`
 
 Image bytes never travel through Beam: each unit writes its own files. Work happens in a
 staging folder (`out_dir/_staging`); a unit is finished once its done record is written,
 and a killed scrape, rerun with the same configuration, redoes only the unfinished units.
 The previous output in `out_dir` stays until a run has finished: only then are the new
-files moved in.
+files moved in, and the new state (`alignpipe.data.scrape_state`) replaces the old one.
+With a state, `out_dir` holds only the pairs of new or changed images: the corpus is the
+union of the runs' outputs.
 
 Outputs in `out_dir`: the unit files of `alignpipe.data.shards`; `manifest-*.jsonl`, one
 JSON line per page URL met and per `<img>` use, `{"kind": "page"|"image", "url",
@@ -49,27 +53,34 @@ from alignpipe.data import shards
 from alignpipe.data.crawl import allowed_hosts, crawl_host, host_of, is_allowed_host
 from alignpipe.data.download import UnitDownload, Use, image_line
 from alignpipe.data.entries import ImageEntry, PageRecord
+from alignpipe.data.scrape_state import (
+    IMAGE_PREFIX,
+    SUFFIX,
+    ImageState,
+    StateFileWriter,
+    StateVersion,
+    current_state,
+    join_known_images,
+)
+from alignpipe.data.staging import (
+    REPORT_FILE,
+    STAGING,
+    STATE,
+    plan_publish,
+    prepare_staging,
+    publish,
+    publish_pending,
+)
 from alignpipe.errors import InputError
 from alignpipe.workers import process_pool
 
 log = logging.getLogger("alignpipe")
-STAGING = "_staging"
-REPORT_FILE = "scrape_report.json"
-RUN_FILE = "_run.json"
-PUBLISH_FILE = "_publish.json"
 PAGE_FAILURES = ("unreachable", "timeout", "not_html", "too_large", "too_many_redirects", "forbidden_address")
-OUTPUT_GLOBS = (
-    "pairs-*.tfrecord.gz",
-    "manifest-*.jsonl",
-    REPORT_FILE,
-    "webdataset/*.tar",
-    "parquet/*.parquet",
-)
 # Fields that change what a scrape produces; a rerun with others (speed, manners) resumes.
 _FINGERPRINT_FIELDS = (
     "source seed_urls input_paths url_column caption_column allowed_hosts image_hosts use_sitemaps max_pages "
     "max_depth user_agent allowed_networks max_image_bytes max_image_pixels max_page_bytes resize_mode "
-    "image_size jpeg_quality unit_size output_formats"
+    "image_size jpeg_quality unit_size output_formats state_dir"
 ).split()
 
 
@@ -104,17 +115,23 @@ def run_scrape(cfg: Config, out_dir: str) -> ScrapeReport:
     """Runs (or resumes) the scrape into `out_dir` and returns its report.
 
     Raises:
-        InputError: no seed URLs (crawl), or input paths that match no file.
+        InputError: no seed URLs (crawl), input paths that match no file, or a corrupt
+            state in `scrape.state_dir`.
     """
     inputs = check_inputs(cfg.scrape)
+    state_dir = cfg.scrape.state_dir
+    state = current_state(state_dir) if state_dir else StateVersion()
+    run_id = fingerprint(cfg.scrape, state.generation)
     staging = fs.join(out_dir, STAGING)
     start = time.monotonic()
-    if not _publish_pending(staging, fingerprint(cfg.scrape)):
-        _prepare_staging(staging, fingerprint(cfg.scrape))
+    if not publish_pending(staging, run_id):
+        prepare_staging(staging, run_id)
         with beam.Pipeline(options=PipelineOptions(beam_pipeline_args(cfg))) as pipeline:
-            build_scrape(pipeline, cfg.scrape, staging, inputs)
-        _plan_publish(staging, out_dir)
-    _publish(staging, out_dir)
+            build_scrape(pipeline, cfg.scrape, staging, inputs, state.files)
+        generation = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{run_id[:8]}" if state_dir else ""
+        run_ids = [run_id, fingerprint(cfg.scrape, generation)] if state_dir else [run_id]
+        plan_publish(staging, out_dir, run_ids, state_dir, generation, state)
+    publish(staging, out_dir)
     report = ScrapeReport.from_outcomes(fs.read_json(fs.join(out_dir, REPORT_FILE))["outcomes"])
     log.info(
         "scrape: %d pages crawled, %d failed, %d <img> entries, %d pairs written in %.1f s",
@@ -150,13 +167,21 @@ def check_inputs(cfg: ScrapeConfig) -> list[str]:
     return sorted(set(paths))
 
 
-def fingerprint(cfg: ScrapeConfig) -> str:
-    fields = {name: getattr(cfg, name) for name in _FINGERPRINT_FIELDS}
+def fingerprint(cfg: ScrapeConfig, state_generation: str = "") -> str:
+    """Names what a run produces: its settings and the state it starts from."""
+    fields = {name: getattr(cfg, name) for name in _FINGERPRINT_FIELDS} | {"state": state_generation}
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def build_scrape(pipeline: beam.Pipeline, cfg: ScrapeConfig, staging: str, inputs: list[str]) -> None:
-    """Adds the scrape transforms to `pipeline` (see the module docstring)."""
+def build_scrape(
+    pipeline: beam.Pipeline,
+    cfg: ScrapeConfig,
+    staging: str,
+    inputs: list[str],
+    state_files: tuple[str, ...] = (),
+) -> None:
+    """Adds the scrape transforms to `pipeline` (see the module docstring); `state_files`
+    are those of the state in force (`scrape_state.current_state`)."""
     if cfg.source == "url_list":
         page_lines = page_counts = None
         entries = (
@@ -189,7 +214,15 @@ def build_scrape(pipeline: beam.Pipeline, cfg: ScrapeConfig, staging: str, input
         | "GroupByPair" >> beam.GroupByKey()
         | "FirstPagePerPair" >> beam.ParDo(FirstUseFn()).with_outputs("lines", "counts", main="uses")
     )
-    by_image = pairs.uses | "GroupByImage" >> beam.GroupByKey()
+    if cfg.state_dir:
+        kept = fs.join(staging, STATE, f"{IMAGE_PREFIX}-kept")
+        by_image = join_known_images(pipeline, pairs.uses, state_files, kept)
+    else:
+        by_image = (
+            pairs.uses
+            | "GroupByImage" >> beam.GroupByKey()
+            | "NothingKnown" >> beam.MapTuple(lambda url, uses: (url, (list(uses), None)))
+        )
     num_units = (
         by_image
         | "CountImages" >> beam.combiners.Count.Globally()
@@ -277,15 +310,16 @@ def page_line(page: PageRecord) -> dict[str, object]:
     return line | ({"error": page.error} if page.error else {})
 
 
+UnitImage = tuple[str, list[Use], ImageState | None]  # image URL, its uses, what an earlier run fetched
+
+
 def assign_unit(
-    element: tuple[str, list[Use]], num_units: int
-) -> tuple[tuple[int, int], tuple[str, list[Use]]]:
+    element: tuple[str, tuple[list[Use], ImageState | None]], num_units: int
+) -> tuple[tuple[int, int], UnitImage]:
     """Keys an image by its work unit: a stable hash of its URL, so a rerun forms the same units."""
-    url, uses = element
-    return (zlib.crc32(url.encode("utf-8")) % num_units, num_units), (
-        url,
-        sorted(uses, key=dataclasses.astuple),
-    )
+    url, (uses, known) = element
+    unit = zlib.crc32(url.encode("utf-8")) % num_units
+    return (unit, num_units), (url, sorted(uses, key=dataclasses.astuple), known)
 
 
 def _read_url_list(path: str, url_column: str, caption_column: str):
@@ -317,7 +351,7 @@ class CrawlSiteFn(beam.DoFn):
 
 
 class DownloadUnitFn(beam.DoFn):
-    """((unit, units), [(image URL, uses)]) -> ("image/<outcome>", count) pairs.
+    """((unit, units), [`UnitImage`]) -> ("image/<outcome>", count) pairs.
 
     Each unit is downloaded whole by one of `scrape.processes` worker processes
     (`download_unit_files`), so that a machine's cores all do network and image work; a unit
@@ -342,8 +376,9 @@ class DownloadUnitFn(beam.DoFn):
         if fs.exists(done):
             yield from fs.read_json(done)["counts"].items()
             return
+        images = sorted(images, key=lambda image: image[0])
         self.pending.append(
-            self.pool.submit(download_unit_files, self.cfg, self.staging, unit, num_units, sorted(images))
+            self.pool.submit(download_unit_files, self.cfg, self.staging, unit, num_units, images)
         )
 
     def finish_bundle(self):
@@ -357,7 +392,7 @@ _ROBOTS: dict = {}  # robots.txt rules a worker process has loaded, shared by it
 
 
 def download_unit_files(
-    cfg: ScrapeConfig, staging: str, unit: int, num_units: int, images: list
+    cfg: ScrapeConfig, staging: str, unit: int, num_units: int, images: list[UnitImage]
 ) -> dict[str, int]:
     """Downloads one unit into its files in `staging` and records it as done; returns its
     outcome counts. Runs in a worker process; a unit cut short leaves no final file."""
@@ -365,22 +400,32 @@ def download_unit_files(
     writer = shards.UnitWriter(staging, unit, num_units, cfg.output_formats)
     manifest = fs.join(staging, f"manifest-images-{name}.jsonl")
     lines = FileSystems.create(manifest + ".tmp")
+    states = None
+    if cfg.state_dir:
+        states = StateFileWriter(fs.join(staging, STATE, f"{IMAGE_PREFIX}-{name}{SUFFIX}"))
     describe = ThreadPoolExecutor(max(2, os.cpu_count() or 1), thread_name_prefix="describe")
     try:
 
         def write_line(line: dict[str, object]) -> None:
             lines.write(json.dumps(line, sort_keys=True).encode() + b"\n")
 
-        download = UnitDownload(cfg, describe, writer.write, write_line, _ROBOTS)
-        counts = download.run(images, f"download unit {name}")
+        known = {url: state for url, _, state in images if state is not None}
+        download = UnitDownload(cfg, describe, writer.write, write_line, _ROBOTS, known)
+        counts = download.run([(url, uses) for url, uses, _ in images], f"download unit {name}")
+        for state in download.states if states else ():
+            states.write(state)
     except BaseException:
         writer.abort()
         lines.close()
+        if states:
+            states.abort()
         raise
     finally:
         describe.shutdown()
     lines.close()
     writer.close()
+    if states:
+        states.close()
     FileSystems.rename([manifest + ".tmp"], [manifest])
     fs.write_json(_done_record(staging, unit, num_units), {"counts": dict(counts), "pairs": writer.count})
     return dict(counts)
@@ -388,52 +433,6 @@ def download_unit_files(
 
 def _done_record(staging: str, unit: int, num_units: int) -> str:
     return fs.join(staging, "_done", f"unit-{shards.unit_name(unit, num_units)}.json")
-
-
-def _staged_outputs(folder: str) -> list[str]:
-    return sorted(p for pattern in OUTPUT_GLOBS for p in fs.glob(fs.join(folder, pattern)))
-
-
-def _prepare_staging(staging: str, run_id: str) -> None:
-    """Keeps a staging folder of the same configuration (to resume it), else starts afresh."""
-    run_file = fs.join(staging, RUN_FILE)
-    if fs.exists(run_file) and fs.read_json(run_file).get("fingerprint") == run_id:
-        stale = fs.glob(fs.join(staging, "manifest-entries*")) + fs.glob(fs.join(staging, "*.tmp"))
-        fs.delete(stale + [p for p in [fs.join(staging, REPORT_FILE)] if fs.exists(p)])
-        log.info("scrape: resuming the unfinished run in %s", staging)
-        return
-    if fs.exists(staging):
-        FileSystems.delete([staging])
-    fs.makedirs(staging)
-    fs.write_json(run_file, {"fingerprint": run_id})
-
-
-def _publish_pending(staging: str, run_id: str) -> bool:
-    plan = fs.join(staging, PUBLISH_FILE)
-    return fs.exists(plan) and fs.read_json(plan).get("fingerprint") == run_id
-
-
-def _plan_publish(staging: str, out_dir: str) -> None:
-    """Records which files replace which, so that a publish cut short can be finished."""
-    new = [p[len(staging) + 1 :] for p in _staged_outputs(staging)]
-    old = [p[len(out_dir) + 1 :] for p in _staged_outputs(out_dir)]
-    run_id = fs.read_json(fs.join(staging, RUN_FILE))["fingerprint"]
-    fs.write_json(fs.join(staging, PUBLISH_FILE), {"fingerprint": run_id, "new": new, "old": old})
-
-
-def _publish(staging: str, out_dir: str) -> None:
-    """Replaces the previous outputs of `out_dir` by the staged ones, then drops the staging."""
-    plan = fs.read_json(fs.join(staging, PUBLISH_FILE))
-    stale = [fs.join(out_dir, name) for name in set(plan["old"]) - set(plan["new"])]
-    fs.delete([p for p in stale if fs.exists(p)])
-    for name in plan["new"]:
-        source, target = fs.join(staging, name), fs.join(out_dir, name)
-        if fs.exists(source):  # not yet moved by a publish that was cut short
-            if fs.exists(target):
-                fs.delete([target])
-            fs.makedirs(target.rsplit("/", 1)[0])
-            FileSystems.rename([source], [target])
-    FileSystems.delete([staging])
 
 
 __all__ = ["ImageEntry", "ScrapeReport", "run_scrape", "check_inputs", "build_scrape"]
