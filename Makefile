@@ -20,8 +20,8 @@ install: $(STAMP)  ## create the virtualenv (if missing) and install the project
 run: $(STAMP)  ## run the whole pipeline locally on the built-in demo web
 	$(BIN)/alignpipe run
 
-test: $(STAMP)  ## run every test, the local end-to-end pipeline included
-	$(BIN)/python -m pytest -q -ra --durations=15
+test: $(STAMP)  ## run every test, the local end-to-end pipeline included (one worker per core)
+	$(BIN)/python -m pytest -q -ra --durations=15 -n auto --maxprocesses 4 --dist loadgroup
 
 test-fast: $(STAMP)  ## skip the slow tests (training, Beam pipelines, kfp runs)
 	$(BIN)/python -m pytest -q -m "not large and not e2e"

@@ -10,7 +10,8 @@ from mlflow.tracking import MlflowClient
 from components.tracking import PIPELINE_JOB_TAG, ROLE_TAG, STAGE_TAG
 from tests.pipelines.conftest import model_dir_of, run_cli
 
-pytestmark = pytest.mark.e2e
+# One worker runs the pipeline (a session fixture) for every test that reads it.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 
 STAGES = {"scrape", "filter", "train", "evaluate", "register"}
 

@@ -15,7 +15,8 @@ from alignpipe.model.encoder import AlignEncoder
 from tests.pipelines.bare_env import make_bare_venv
 from tests.pipelines.conftest import model_dir_of
 
-pytestmark = pytest.mark.e2e
+# One worker runs the pipeline (a session fixture) for every test that reads it.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 
 # What the registered model's requirements name, and MLflow to load it.
 PACKAGES = ["mlflow", "tensorflow", "tensorflow-text"]
