@@ -54,7 +54,8 @@ def summarise(rows: list[dict], group: str) -> str:
 
 def plot(rows: list[dict], group: str, path: str) -> None:
     sets = sorted({row["set"] for row in rows})
-    figure, axes = plt.subplots(1, len(sets), figsize=(5 * len(sets), 3.6), squeeze=False)
+    width = max(5.0, 0.9 * len({row[group] for row in rows}))  # room for every configuration's label
+    figure, axes = plt.subplots(1, len(sets), figsize=(width * len(sets), 4.2), squeeze=False)
     for axis, name in zip(axes[0], sets, strict=True):
         runs = [r for r in rows if r["set"] == name]
         labels = sorted({r[group] for r in runs})

@@ -52,8 +52,18 @@ def prepare(cfg: Config) -> None:
 
 
 def wait(uri: str) -> None:
-    """Waits for the store `prepare` started for `uri`, if any."""
+    """Waits for the store `prepare` started for `uri`, if any.
+
+    A child still at work is now on the caller's critical path: it gets the caller's CPU
+    priority back where the system allows it (on a busy machine a niced child would otherwise
+    wait behind everything else).
+    """
     setup = _SETUP.pop(uri, None)
+    if setup is not None and setup.poll() is None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, setup.pid, os.getpriority(os.PRIO_PROCESS, 0))
+        except OSError:  # raising a priority needs privileges; it then finishes at its own pace
+            pass
     if setup is not None and setup.wait() != 0:
         # the caller then creates the store itself, and reports any real problem with it
         log.warning("setting up the MLflow store %s ahead of time failed (exit %d)", uri, setup.returncode)
