@@ -190,6 +190,10 @@ class TrainConfig:
     shuffle_buffer: int = 10_000
     log_every_steps: int = 100
     seed: int = 0
+    # Warm start: "" trains from scratch; "champion" starts from the registered champion's weights
+    # (none yet: from scratch); a model folder (local or gs://) from that model's. Either way the
+    # run keeps that model's vocabulary and needs its model.* config; the optimiser starts afresh.
+    init_from: str = ""
     # Checkpoints (alignpipe/training/checkpoints.py): every N steps, after the last and on SIGTERM;
     # a rerun resumes from the latest. "" = <model_dir>-checkpoints, beside the model folder (not in
     # it, so that the registered model does not carry optimiser state); trainer.task uses Vertex

@@ -112,13 +112,14 @@ def train_stage(
     from alignpipe.training.trainer import train
 
     cfg = Config.from_json(config_json)
-    with tracking.stage_run(cfg, pipeline_job, "train"):
+    with tracking.stage_run(cfg, pipeline_job, "train"), tempfile.TemporaryDirectory() as tmp:
 
         def on_log(row: dict) -> None:
             step = int(row["step"])
             mlflow.log_metrics({k: float(v) for k, v in row.items() if k != "step"}, step=step)
 
-        result = train(cfg, data_dir, model_dir, on_log=on_log)
+        init_dir = _warm_start_dir(cfg, tmp)
+        result = train(cfg, data_dir, model_dir, on_log=on_log, init_dir=init_dir)
         summary = {
             "train_steps": result.steps,
             "num_pairs": result.num_pairs,
@@ -134,6 +135,26 @@ def train_stage(
             if fs.exists(path):
                 mlflow.log_artifact(_local(path))
     return summary
+
+
+def _warm_start_dir(cfg: Config, tmp: str) -> str:
+    """The model folder `train.init_from` names ("champion": the registered champion, downloaded
+    into `tmp`); "" to train from scratch. Tagged on the stage's MLflow run as `warm_start`."""
+    from components.registry import champion_model_dir
+
+    source = cfg.train.init_from
+    if source == "champion":
+        found = champion_model_dir(cfg, tmp)
+        if found is None:
+            log.info("train.init_from=champion: no champion of %r yet; from scratch", cfg.register.model_name)
+            source = ""
+        else:
+            version, folder = found
+            mlflow.set_tag("warm_start", f"models:/{cfg.register.model_name}/{version} (champion)")
+            return folder
+    if source:
+        mlflow.set_tag("warm_start", source)
+    return source
 
 
 def evaluate_stage(

@@ -87,9 +87,14 @@ class TrainResult:
 
 
 def train(
-    cfg: Config, data_dir: str, model_dir: str, on_log: Callable[[dict], None] | None = None
+    cfg: Config,
+    data_dir: str,
+    model_dir: str,
+    on_log: Callable[[dict], None] | None = None,
+    init_dir: str = "",
 ) -> TrainResult:
-    """Trains a dual encoder with ALIGN's contrastive loss, from scratch or from a checkpoint.
+    """Trains a dual encoder with ALIGN's contrastive loss, from scratch, from a checkpoint, or
+    warm-started from another model.
 
     Args:
         cfg: the run's configuration (`model.*`, `train.*`).
@@ -99,13 +104,16 @@ def train(
             last) with `{"step", "loss", "temperature", "learning_rate",
             "examples_per_s"}`; `loss` is the mean over the steps since the last row.
             A resumed run calls it for the rows after its checkpoint only.
+        init_dir: a model folder to warm-start from (`train.init_from`, resolved): its weights
+            and vocabulary, with a new optimiser. A checkpoint of this run wins over it.
 
     Raises:
         InputError: no pair shards, or fewer pairs than one global batch (checked before
             anything is built, from the filter's funnel.json when it is there), or the
             filter's vocab.txt is malformed or larger than `model.vocab_size`.
         ConfigError: `train.batch_size` does not split evenly over the replicas, or the
-            checkpoint folder holds a run with another configuration.
+            checkpoint folder holds a run with another configuration, or `init_dir`'s model
+            has another `model.*` configuration.
         Preempted: SIGTERM arrived; a checkpoint of the last step done was saved.
     """
     start = time.monotonic()
@@ -115,7 +123,7 @@ def train(
     log.info("training on %d pairs from %d shards in %s", num_pairs, len(files), data_dir)
     keras.utils.set_random_seed(cfg.train.seed)
     checkpoints_dir = checkpoint_dir(cfg, model_dir)
-    tokenizer = _tokenizer(cfg, data_dir, files, checkpoints_dir)
+    tokenizer = _tokenizer(cfg, data_dir, files, checkpoints_dir, init_dir)
     strategy = _strategy(cfg)
     policy = precision_policy(cfg.train.precision, strategy)
     log.info("precision: %s, %d step(s) per call", policy, cfg.train.steps_per_execution)
@@ -124,6 +132,8 @@ def train(
         optimizers = make_optimizers(cfg.train, model)
     checkpoints = TrainingCheckpoints(checkpoints_dir, cfg, model, optimizers)
     resume = checkpoints.restore()
+    if init_dir and resume.step == 0:
+        _warm_start(cfg, model, init_dir)
 
     def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
         shard = files[context.input_pipeline_id :: context.num_input_pipelines] or files
@@ -150,9 +160,12 @@ def train(
     )
 
 
-def _tokenizer(cfg: Config, data_dir: str, files: list[str], checkpoints_dir: str) -> AlignTokenizer:
-    """The vocabulary saved beside the checkpoints when resuming, else the filter's `vocab.txt`
-    beside the shards, else (shards that did not come from the filter) one learnt from the alt-texts.
+def _tokenizer(
+    cfg: Config, data_dir: str, files: list[str], checkpoints_dir: str, init_dir: str = ""
+) -> AlignTokenizer:
+    """The vocabulary saved beside the checkpoints when resuming, else the warm start's, else the
+    filter's `vocab.txt` beside the shards, else (shards that did not come from the filter) one
+    learnt from the alt-texts.
 
     Raises:
         InputError: the filter's `vocab.txt` has more tokens than `model.vocab_size` or does
@@ -162,6 +175,11 @@ def _tokenizer(cfg: Config, data_dir: str, files: list[str], checkpoints_dir: st
     filter_vocabulary = fs.join(data_dir, VOCAB_FILE)
     if tokenizer is not None:
         source = f"the checkpoint folder {checkpoints_dir}"
+    elif init_dir:
+        if not fs.exists(fs.join(init_dir, VOCAB_FILE)):
+            raise InputError(f"train.init_from: {init_dir!r} is not a model folder (no {VOCAB_FILE})")
+        tokenizer = AlignTokenizer.load(fs.join(init_dir, VOCAB_FILE), cfg.model.max_text_tokens)
+        source = f"the warm start's {init_dir} (token ids must match its weights)"
     elif fs.exists(filter_vocabulary):
         try:
             tokenizer = AlignTokenizer.load(filter_vocabulary, cfg.model.max_text_tokens)
@@ -181,6 +199,26 @@ def _tokenizer(cfg: Config, data_dir: str, files: list[str], checkpoints_dir: st
         source = f"learnt from the alt-texts (no {VOCAB_FILE} in {data_dir})"
     log.info("WordPiece vocabulary: %d tokens, %s", len(tokenizer.vocabulary), source)
     return tokenizer
+
+
+def _warm_start(cfg: Config, model: DualEncoder, init_dir: str) -> None:
+    """Copies the weights of the model in `init_dir` into `model` (same `model.*` config).
+
+    Raises:
+        ConfigError: the two models' `model.*` configurations differ.
+        InputError: `init_dir` is not a loadable model folder.
+    """
+    initial = AlignEncoder.load(init_dir)
+    before, now = dataclasses.asdict(initial.config.model), dataclasses.asdict(cfg.model)
+    changed = [key for key in now if before.get(key) != now[key]]
+    if changed:
+        differences = ", ".join(f"model.{k}={before.get(k)!r} there, {now[k]!r} here" for k in changed)
+        raise ConfigError(
+            f"train.init_from: the model in {init_dir} has another architecture ({differences}); "
+            "warm-start with its model.* settings, or train from scratch (train.init_from=)"
+        )
+    model.set_weights(initial.model.get_weights())
+    log.info("warm start: the weights of %s (temperature %.4f)", init_dir, float(model.temperature))
 
 
 def _strategy(cfg: Config) -> tf.distribute.Strategy:
