@@ -15,6 +15,7 @@ import sys
 
 from alignpipe.config import ENV_PRESETS, EXPERIMENT_PRESETS, Config, load_config
 from alignpipe.errors import AlignPipeError
+from pipelines.local import RUNNERS
 
 log = logging.getLogger("alignpipe")
 
@@ -44,7 +45,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     from pipelines.local import run_pipeline_locally
     from pipelines.summary import format_summary
 
-    summary = run_pipeline_locally(_config(args))
+    summary = run_pipeline_locally(_config(args), runner=args.runner)
     print(format_summary(summary))
 
 
@@ -247,7 +248,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(fn=fn)
         return p
 
-    add("run", cmd_run, "run the whole DAG with kfp's local runner (the demo web unless seeds are set)")
+    p = add("run", cmd_run, "run the whole DAG with kfp's local runner (the demo web unless seeds are set)")
+    p.add_argument(
+        "--runner",
+        choices=RUNNERS,
+        default="subprocess",
+        help="kfp's local runner: subprocess (this Python environment) or docker (every task in the "
+        "project's images, runner.data_image / runner.trainer_image; `make docker-images` builds them)",
+    )
     p = add("compile", cmd_compile, "compile the pipeline to a kfp YAML for Vertex AI / Kubeflow")
     p.add_argument("--out", default="align_pipeline.yaml", help="output YAML path")
     p = add("demo-web", cmd_demo_web, "write the demo mini-web and evaluation sets to a folder")

@@ -3,8 +3,10 @@
 With no `scrape.seed_urls` configured, the built-in demo web (see
 `alignpipe.demo.demo_web`) is generated into `<work_dir>/demo`, served on
 127.0.0.1, and its evaluation sets and unsafe-image blocklist fill the config
-keys left empty. Every task runs as a subprocess in this Python environment,
-exactly the component code that Vertex AI runs in the project's image.
+keys left empty. Every task runs as a subprocess in this Python environment
+(`runner="subprocess"`), exactly the component code that Vertex AI runs in the
+project's images; `runner="docker"` runs each task in those images instead,
+through kfp's DockerRunner.
 """
 
 from __future__ import annotations
@@ -97,18 +99,88 @@ def preflight(cfg: Config) -> None:
                 raise InputError(f"{key}: set {name!r} at {path!r} does not exist")
 
 
-def run_pipeline_locally(cfg: Config) -> dict:
-    """Runs the whole DAG through `kfp.local`; returns the summary read back from MLflow."""
+RUNNERS = ("subprocess", "docker")
+
+
+def host_paths(cfg: Config) -> list[str]:
+    """The folders and files on this machine that a task may read or write: the work folder and
+    every absolute path the config names that exists (evaluation sets, url lists, blocklists,
+    the scrape state...), outermost first, none inside another."""
+    values = [cfg.runner.work_dir]
+    for value in cfg.flat().values():
+        for item in value if isinstance(value, (tuple, list)) else (value,):
+            if isinstance(item, str):
+                values.append(item.partition("=")[2] if "=" in item and "://" not in item else item)
+    paths = sorted({os.path.normpath(v) for v in values if os.path.isabs(v) and os.path.exists(v)})
+    return [p for i, p in enumerate(paths) if not any(p.startswith(q.rstrip("/") + "/") for q in paths[:i])]
+
+
+def docker_runner(cfg: Config):
+    """kfp's DockerRunner on the configured images, with what tasks need of this machine.
+
+    Each task runs as the calling user (its outputs are the user's files) on the host network
+    (the demo web and a tracking server on 127.0.0.1 are reachable), with the host paths the config
+    names bound at the same paths, and without the image's entrypoint (the data image keeps Beam's
+    worker entrypoint for Dataflow; kfp gives every task its command).
+
+    Raises:
+        AlignPipeError: no Docker engine answers, or an image is not built.
+    """
+    import docker
+    from docker.types import Mount
+    from kfp import local
+
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as e:
+        raise AlignPipeError(
+            f"--runner docker: no Docker engine answers ({e}); start one, or run without --runner docker"
+        ) from None
+    missing = []
+    for image in dict.fromkeys((cfg.runner.data_image, cfg.runner.trainer_image)):
+        try:
+            client.images.get(image)
+        except docker.errors.ImageNotFound:
+            missing.append(image)
+    client.close()
+    if missing:
+        raise AlignPipeError(
+            f"--runner docker: image {', '.join(missing)} is not built (runner.data_image, "
+            "runner.trainer_image): run `make docker-images` (with BASE_IMAGE=... where Docker Hub "
+            "is out of reach, see infra/README.md)"
+        )
+    return local.DockerRunner(
+        user=f"{os.getuid()}:{os.getgid()}",
+        network_mode="host",
+        entrypoint=[""],
+        mounts=[Mount(target=p, source=p, type="bind") for p in host_paths(cfg)],
+    )
+
+
+def run_pipeline_locally(cfg: Config, runner: str = "subprocess") -> dict:
+    """Runs the whole DAG through `kfp.local`; returns the summary read back from MLflow.
+
+    Args:
+        cfg: the run's config.
+        runner: `subprocess` (every task in this Python environment) or `docker` (every task in
+            the project's images, `runner.data_image` and `runner.trainer_image`).
+    """
     from kfp import local
 
     from pipelines.align_pipeline import build_pipeline
     from pipelines.summary import pipeline_summary
 
+    if runner not in RUNNERS:
+        raise InputError(f"unknown local runner {runner!r}; choose one of {list(RUNNERS)}")
     cfg = resolve_paths(cfg)
+    # (before the demo web is written: it lies inside the work folder, which the containers see)
+    kfp_runner = docker_runner(cfg) if runner == "docker" else local.SubprocessRunner(use_venv=False)
     with demo_site(cfg) as cfg:
         preflight(cfg)
         root = os.path.join(cfg.runner.work_dir, "kfp-root")
-        local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=root)
+        os.makedirs(root, exist_ok=True)
+        local.init(runner=kfp_runner, pipeline_root=root)
         # kfp warns about any base image whose name lacks "python"; ours are Python images.
         warnings.filterwarnings("ignore", message="You may be attemping", category=RuntimeWarning)
         started = time.time()
@@ -119,4 +191,5 @@ def run_pipeline_locally(cfg: Config) -> dict:
         seconds = time.time() - started
     summary = pipeline_summary(cfg, since=started)
     summary["pipeline_seconds"] = seconds
+    summary["runner"] = runner
     return summary

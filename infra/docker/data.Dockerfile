@@ -5,8 +5,12 @@
 # pin (tests/infra/test_dockerfiles.py checks it): the workers run the SDK that submitted.
 #
 #   docker build -f infra/docker/data.Dockerfile -t alignpipe-data .
+#
+# BASE_IMAGE replaces the Beam SDK image where Docker Hub is out of reach (infra/docker/local-base.sh
+# builds one from Debian's packages): such an image runs kfp tasks, not Dataflow workers.
 ARG BEAM_VERSION=2.77.0
-FROM apache/beam_python3.11_sdk:${BEAM_VERSION}
+ARG BASE_IMAGE=apache/beam_python3.11_sdk:${BEAM_VERSION}
+FROM ${BASE_IMAGE}
 
 ENV PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -15,12 +19,19 @@ ENV PYTHONUNBUFFERED=1 \
 
 # The project with pyproject.toml's exact pins, into the image's Python (the one boot runs).
 WORKDIR /opt/alignpipe
-COPY pyproject.toml README.md ./
+# The pinned dependencies first, from pyproject.toml alone: a code change rebuilds the layers
+# after it, never the dependencies' gigabytes.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" \
+        > /tmp/requirements.txt \
+    && pip install --no-cache-dir --requirement /tmp/requirements.txt \
+    && rm /tmp/requirements.txt
+COPY README.md ./
 COPY alignpipe ./alignpipe
 COPY components ./components
 COPY pipelines ./pipelines
 COPY trainer ./trainer
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir --no-deps .
 
 # A non-root user. boot writes a per-worker virtualenv (with the system site-packages) under
 # /opt/apache/beam-venv and staged files under --semi_persist_dir (default /tmp), and pip

@@ -5,8 +5,10 @@
 #   docker build -f infra/docker/trainer.Dockerfile -t alignpipe-trainer .
 #   docker build -f infra/docker/trainer.Dockerfile --build-arg ACCELERATOR=tpu \
 #     -t alignpipe-trainer-tpu .
-ARG PYTHON_IMAGE=python:3.11.17-slim-bookworm
-FROM ${PYTHON_IMAGE}
+#
+# BASE_IMAGE replaces python:3.11-slim where Docker Hub is out of reach (infra/docker/local-base.sh).
+ARG BASE_IMAGE=python:3.11.17-slim-bookworm
+FROM ${BASE_IMAGE}
 
 # ACCELERATOR=cpu: the project as pyproject.toml pins it. ACCELERATOR=tpu: plus the TPU build of
 # TensorFlow (`tensorflow-tpu`, with libtpu) at TENSORFLOW_VERSION, which must equal the
@@ -22,12 +24,19 @@ ENV PYTHONUNBUFFERED=1 \
     MLFLOW_DISABLE_TELEMETRY=true
 
 WORKDIR /opt/alignpipe
-COPY pyproject.toml README.md ./
+# The pinned dependencies first, from pyproject.toml alone: a code change rebuilds the layers
+# after it, never the dependencies' gigabytes.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" \
+        > /tmp/requirements.txt \
+    && pip install --no-cache-dir --requirement /tmp/requirements.txt \
+    && rm /tmp/requirements.txt
+COPY README.md ./
 COPY alignpipe ./alignpipe
 COPY components ./components
 COPY pipelines ./pipelines
 COPY trainer ./trainer
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir --no-deps .
 
 # tensorflow-tpu ships the same `tensorflow` package as tensorflow, built with TPU support, and
 # installs over it; every other installed version is held as a constraint so that nothing else

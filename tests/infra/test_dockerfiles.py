@@ -70,7 +70,7 @@ def arg_defaults(instructions: list[Instruction], *, before_first_from: bool = F
             break
         if ins.keyword == "ARG" and "=" in ins.args:
             name, _, default = ins.args.partition("=")
-            values[name.strip()] = default.strip().strip("\"'")
+            values[name.strip()] = substitute(default.strip().strip("\"'"), values)  # as Docker does
     return values
 
 

@@ -66,14 +66,18 @@ def mlflow_server(tmp_path_factory):
     proc.wait(timeout=30)
 
 
-def run_cli(*args: str, timeout: float = 1800, cwd: str | None = None) -> subprocess.CompletedProcess:
-    """Runs `alignpipe ARGS` as a user would; returns the completed process (text output)."""
+def run_cli(
+    *args: str, timeout: float = 1800, cwd: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Runs `alignpipe ARGS` as a user would (with `env` added to the environment); returns the
+    completed process (text output)."""
     return subprocess.run(
         [*ALIGNPIPE, *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         cwd=cwd or ROOT,
+        env={**os.environ, **env} if env else None,
     )
 
 

@@ -57,6 +57,16 @@ def test_unreachable_seed_url(tmp_path):
     _one_clear_error(proc, seed, "unreachable")
 
 
+def test_docker_runner_without_an_engine(tmp_path):
+    # DOCKER_HOST names a socket nothing listens on: the run stops before writing anything
+    proc = run_cli(
+        "run", "--runner", "docker", "--work-dir", str(tmp_path / "work"),
+        env={"DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock"},
+    )  # fmt: skip
+    _one_clear_error(proc, "--runner docker", "no Docker engine answers")
+    assert not (tmp_path / "work" / "demo").exists()
+
+
 def test_help_lists_every_command():
     proc = run_cli("--help")
     assert proc.returncode == 0
