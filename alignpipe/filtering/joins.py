@@ -2,46 +2,77 @@
 
 Web data is skewed: one boilerplate alt-text ("logo") sits on millions of pages, one spacer
 image carries thousands of alt-texts, the token "the" is in most texts. A GroupByKey sends
-all of a key's elements to one worker; these transforms never do that for a popular key.
+all of a key's elements to one worker; these transforms never do that for a popular key:
+`KeysOverCap` groups buckets of keys (`bucket_pieces`) and caps what it keeps per key,
+`AttachStats` sends a popular key's statistics through a side input.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator, Sequence
 
 import apache_beam as beam
+import numpy as np
+import pandas as pd
 
 
-class DistinctUpTo(beam.CombineFn):
-    """How many distinct values a key has, counted exactly up to `cap` and then no further.
+def key_buckets(keys: Sequence[str], buckets: int) -> np.ndarray:
+    """Per key, its bucket in [0, buckets), int array: a stable hash, the same on every worker."""
+    hashes = pd.util.hash_array(np.asarray(keys, dtype=object))  # SipHash with a fixed key
+    return (hashes % np.uint64(buckets)).astype(np.int64)
 
-    A rule only asks whether a count exceeds its threshold, so `cap` = threshold + 1 answers it
-    exactly, and no accumulator ever holds more than `cap` values: a key's popularity (an
-    alt-text on millions of pages) costs nothing more.
+
+def bucket_pieces(batch_id, frame: pd.DataFrame, key: str, value: str, buckets: int) -> Iterator[tuple]:
+    """A batch of rows cut by the bucket of its `key` column.
+
+    Yields:
+        (bucket, (batch_id, rows, keys, values)) per bucket that has rows: `rows` the rows'
+        positions in `frame` (int array), `keys` and `values` their `key` and `value` columns.
+    """
+    keys, values = frame[key].to_numpy(object), frame[value].to_numpy(object)
+    of_row = key_buckets(keys, buckets)
+    order = np.argsort(of_row, kind="stable")
+    bounds = np.searchsorted(of_row[order], np.arange(buckets + 1))
+    for bucket in range(buckets):
+        rows = order[bounds[bucket] : bounds[bucket + 1]]
+        if len(rows):
+            yield bucket, (batch_id, rows, keys[rows], values[rows])
+
+
+class KeysOverCap(beam.DoFn):
+    """(bucket, pieces of `bucket_pieces`) -> (batch id, (rule, rows)) for the rows whose key
+    has more than `most` distinct values in the whole bucket (so in the corpus).
+
+    A rule only asks whether a count exceeds its threshold, so each key keeps at most
+    `most` + 1 values: a key's popularity (an alt-text on millions of pages) costs nothing
+    more. With `listed` (a rule name) the element is (bucket, {"pieces": ..., "listed": keys})
+    and the rows of a listed key are also flagged, under `listed`.
     """
 
-    def __init__(self, cap: int):
-        self.cap = cap
+    def __init__(self, rule: str, most: int, listed: str = ""):
+        self.rule, self.most, self.listed = rule, most, listed
 
-    def create_accumulator(self) -> set:
-        return set()
+    def process(self, element) -> Iterator[tuple]:
+        _, grouped = element
+        pieces, listed = (grouped["pieces"], set(grouped["listed"])) if self.listed else (grouped, set())
+        over = self._keys_over_cap(pieces)
+        for batch_id, rows, keys, _ in pieces:
+            for rule, flagged in ((self.rule, over), (self.listed, listed)):
+                if flagged:
+                    hit = np.fromiter((key in flagged for key in keys.tolist()), bool, len(keys))
+                    if hit.any():
+                        yield batch_id, (rule, rows[hit])
 
-    def add_input(self, seen: set, value) -> set:
-        if len(seen) < self.cap:
-            seen.add(value)
-        return seen
-
-    def merge_accumulators(self, accumulators: Iterable[set]) -> set:
-        merged: set = set()
-        for seen in accumulators:
-            for value in seen:
-                if len(merged) >= self.cap:
-                    return merged
-                merged.add(value)
-        return merged
-
-    def extract_output(self, seen: set) -> int:
-        return len(seen)
+    def _keys_over_cap(self, pieces) -> set:
+        cap, seen = self.most + 1, {}
+        for _, _, keys, values in pieces:
+            for key, value in zip(keys.tolist(), values.tolist(), strict=True):
+                partners = seen.get(key)
+                if partners is None:
+                    seen[key] = {value}
+                elif len(partners) < cap:
+                    partners.add(value)
+        return {key for key, partners in seen.items() if len(partners) > self.most}
 
 
 class _SplitHot(beam.DoFn):

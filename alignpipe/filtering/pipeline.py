@@ -21,17 +21,20 @@ Outputs, in `out_dir`:
   and how far they moved from the last run's (`alignpipe.filtering.stats`).
 
 Shape of the pipeline. Every statistic is computed over the RAW input, as the paper does,
-and from metadata only (`PairMeta`: SHA-256, text, size, pHash; no image bytes):
+and from metadata only (`PairMeta`: SHA-256, text, size, pHash; no image bytes). Pairs travel
+in batches (`alignpipe.filtering.batches`: a DataFrame of up to `BATCH_ROWS` pairs per element),
+because Beam's per-element cost, not the rules, is what a pair-per-element pipeline spends:
 
-    shards -> ReadMetadata: one `PairMeta` per record (the pHash from the record, or
-              |             from decoding the bytes there once when the scrape did not)
-              +- (sha256, alt)  -> CombinePerKey(distinct, capped) -> alts per image --+
-              +- (alt, sha256)  -> CombinePerKey(distinct, capped) -> images per alt -+ |
-              +- alt-texts -> VocabularyTokensPerText (top-K unigrams+bigrams) ------+ | |
-              +- CoGroupByKey(sha256) <-------------------------------------------------+
-                  -> CoGroupByKey(normalised alt-text) <-----------------------------+-+
-                  -> drop_reason() per pair -> decisions
-    decisions -> dropped: JSONL | outcome counts -> funnel
+    shards -> ReadMetadata: `PairBatch`es (the pHash from the record, or from decoding the
+              |             bytes there once when the scrape did not), alt-texts normalised
+              +- pieces by bucket of sha256 -> GroupByKey -> KeysOverCap: rows of images
+              |                                with too many alts --------------------------+
+              +- pieces by bucket of alt-text -+-> CoGroupByKey -> KeysOverCap: rows of    |
+              +- alt-text counts -> RareTexts -+   alts on too many images, or rare -------+
+              +- CoGroupByKey(batch id) <-----------------------------------------------------+
+                  -> the rules on the whole batch (`reference.outcome_codes`) -> decisions
+    decisions -> dropped: JSONL | outcome counts -> funnel | kept pairs' statistics
+              -> per pair: (meta, reason)
               -> image_eval_duplicate -> nearest evaluation image -> contamination.jsonl
               -> kept (shard, index) -> GroupByKey(shard) -> CopyKept: each shard is read
                  again and its kept records copied into the output shard of its number
@@ -39,11 +42,12 @@ and from metadata only (`PairMeta`: SHA-256, text, size, pHash; no image bytes):
     evaluation images (set, path) -> pHash -> PHashIndex, (set, path)s by pHash (side inputs)
     blocklist file    -> PHashIndex (side input)
 
-Hot keys: the counts per image and per alt-text are combiners whose accumulators stop
-growing one past the rule's threshold (`DistinctUpTo`), so boilerplate alt-texts ("logo")
-and images on every page cost the same as any other. The joins group small metadata
-records, which a distributed runner streams; image bytes are never shuffled: they are read
-twice, sequentially, shard by shard (once for metadata, once to copy the kept records out).
+Hot keys: the joins group buckets of keys (one bucket per input file), not keys, and count
+each key's distinct partners only up to one past the rule's threshold (`KeysOverCap`), so
+boilerplate alt-texts ("logo") and images on every page cost the same as any other. The
+joins group small metadata records, which a distributed runner streams; image bytes are never
+shuffled: they are read twice, sequentially, shard by shard (once for metadata, once to copy
+the kept records out).
 
 The side inputs are small: the pHash indexes of the evaluation images (and their set
 and path by pHash) and of the blocklist (thousands to millions of 64-bit ints) and the
@@ -63,6 +67,8 @@ import time
 from collections.abc import Iterator
 
 import apache_beam as beam
+import numpy as np
+import pyarrow as pa
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -80,6 +86,15 @@ from alignpipe.data.records import (
     shard_prefix,
 )
 from alignpipe.errors import InputError
+from alignpipe.filtering.batches import (
+    BATCH_ROWS,
+    DecideBatches,
+    batch_of_metas,
+    decided_pairs,
+    dropped_lines,
+    outcome_counts,
+    with_alt_texts,
+)
 from alignpipe.filtering.contamination import (
     CONTAMINATION_JSONL,
     contamination_counts,
@@ -89,25 +104,17 @@ from alignpipe.filtering.contamination import (
 )
 from alignpipe.filtering.facts import METADATA_COLUMNS, PairMeta
 from alignpipe.filtering.funnel import FUNNEL_JSON, FunnelReport, plot_funnel, write_funnel_json
-from alignpipe.filtering.joins import AttachStats, DistinctUpTo
-from alignpipe.filtering.rules import (
-    NO_UNSAFE_WORDS,
-    PairFacts,
-    UnsafeWordList,
-    drop_reason,
-    normalise_alt_text,
-)
+from alignpipe.filtering.rules import NO_UNSAFE_WORDS, REASONS, UnsafeWordList
 from alignpipe.filtering.safety import ImageScorer, load_image_scorer, load_unsafe_words, nsfw_score
 from alignpipe.filtering.stats import (
     DRIFT_JSON,
     STATS_JSON,
     STATS_PNG,
-    CorpusStatsFn,
+    CorpusStatsOfBatchesFn,
     drift_report,
     plot_stats,
     write_stats_json,
 )
-from alignpipe.filtering.vocabulary import VocabularyTokensPerText
 from alignpipe.filtering.wordpiece import WordPieceVocabulary
 from alignpipe.imaging.phash import PHashIndex, phash, read_blocklist
 from alignpipe.model.reserved_tokens import RESERVED_TOKENS, VOCAB_FILE
@@ -117,7 +124,6 @@ __all__ = [
     "run_filter",
     "run_filter_metadata",
     "decode_image_facts",
-    "DecidePairs",
 ]
 
 log = logging.getLogger("alignpipe")
@@ -182,13 +188,16 @@ def run_filter(cfg: Config, in_dir: str, out_dir: str, previous_stats: dict | No
     log.info("filter: %d shards from %s, %d evaluation images", len(shards), in_dir, len(eval_images))
     with beam.Pipeline(options=PipelineOptions(beam_pipeline_args(cfg))) as p:
         shard_paths = p | "Shards" >> beam.Create(shards)
-        metas = shard_paths | "ReadMetadata" >> beam.ParDo(_ReadShardMetadata(cfg.filter.nsfw_image_scorer))
+        batches = shard_paths | "ReadMetadata" >> beam.ParDo(_ReadShardMetadata(cfg.filter.nsfw_image_scorer))
         eval_index, eval_by_hash, unsafe_index = _hash_indexes(p, cfg.filter, eval_images)
-        decisions = metas | "Decide" >> DecidePairs(cfg.filter, eval_index, unsafe_index, words)
+        decided = batches | "Decide" >> DecideBatches(
+            cfg.filter, eval_index, unsafe_index, words, len(shards)
+        )
+        decisions = decided | "PairDecisions" >> beam.FlatMap(decided_pairs)
         write_contamination(decisions, eval_index, eval_by_hash, cfg.filter, out_dir)
         _write_kept(shard_paths, decisions, shards, out_dir)
         _write_vocabulary(decisions, shards, cfg.model.vocab_size, out_dir)
-        _write_report(metas, decisions, cfg.filter, out_dir, counts_path)
+        _write_report(decided, cfg.filter, out_dir, counts_path)
     counts = fs.read_json(counts_path)
     fs.delete([counts_path])
     report = FunnelReport.from_outcomes(counts["input_pairs"], counts["outcomes"], cfg.train.batch_size)
@@ -230,18 +239,6 @@ def decode_image_facts(image_bytes: bytes) -> tuple[bool, int, int, int | None]:
         return True, image.width, image.height, phash(image)
     except Exception:  # untrusted web bytes: any decoder failure means "undecodable"
         return False, 0, 0, None
-
-
-def dropped_record_json(pair: PairMeta, reason: str) -> str:
-    """One line of `dropped-*.jsonl`."""
-    record = {
-        "image_url": pair.image_url,
-        "page_url": pair.page_url,
-        "sha256": pair.sha256,
-        "text": pair.text,
-        "reason": reason,
-    }
-    return json.dumps(record, ensure_ascii=False)
 
 
 def pair_metadata(
@@ -298,7 +295,7 @@ _DECODED_CACHE = 4096  # images whose decoded facts a shard reader remembers
 
 
 class _ReadShardMetadata(beam.DoFn):
-    """Shard path -> every record of it as `PairMeta`, streamed (image bytes are not kept)."""
+    """Shard path -> its records' `PairMeta` as `PairBatch`es, streamed (image bytes are not kept)."""
 
     def __init__(self, scorer_spec: str = ""):
         self.scorer_spec = scorer_spec
@@ -306,15 +303,22 @@ class _ReadShardMetadata(beam.DoFn):
     def setup(self) -> None:
         self.scorer = load_image_scorer(self.scorer_spec) if self.scorer_spec else None
 
-    def process(self, shard: str) -> Iterator[PairMeta]:
+    def process(self, shard: str) -> Iterator[tuple]:
         decoded: dict[str, tuple] = {}
+        metas: list[PairMeta] = []
         with FileSystems.open(shard, compression_type=CompressionTypes.UNCOMPRESSED) as file:
             for index, record in enumerate(iter_tfrecords(file)):
-                yield pair_metadata(shard, index, record, decoded, self.scorer, self.scorer_spec)
+                metas.append(pair_metadata(shard, index, record, decoded, self.scorer, self.scorer_spec))
+                if len(metas) == BATCH_ROWS:
+                    yield (shard, index // BATCH_ROWS), batch_of_metas(metas)
+                    metas = []
+        if metas:
+            yield (shard, metas[-1].index // BATCH_ROWS), batch_of_metas(metas)
 
 
-def read_metadata_file(path: str) -> Iterator[PairMeta]:
-    """The rows of a parquet metadata file (the columns of `PairMeta`) as `PairMeta`."""
+def read_metadata_batches(path: str) -> Iterator[tuple]:
+    """A parquet metadata file (the columns of `PairMeta`) as `PairBatch`es of `BATCH_ROWS`."""
+    import pandas as pd
     import pyarrow.parquet as pq
 
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as file:
@@ -322,24 +326,14 @@ def read_metadata_file(path: str) -> Iterator[PairMeta]:
     missing = [c for c in ("sha256", "text", "width", "height", "phash") if c not in table.column_names]
     if missing:
         raise InputError(f"metadata file {path!r} lacks the columns {missing}")
-    for batch in table.to_batches(max_chunksize=8192):
-        columns = {name: batch.column(name).to_pylist() for name in batch.schema.names}
-        n = batch.num_rows
-        for i in range(n):
-            row = {name: columns[name][i] for name in METADATA_COLUMNS if name in columns}
-            h = row.get("phash")
-            yield PairMeta(
-                row.get("shard") or path,
-                int(row.get("index") or 0),
-                row["sha256"],
-                row["text"],
-                int(row["width"]),
-                int(row["height"]),
-                None if h is None else h & UINT64,
-                row.get("image_url") or "",
-                row.get("page_url") or "",
-                float(row.get("nsfw_score") or 0.0),
-            )
+    defaults = {"shard": path, "index": 0, "image_url": "", "page_url": "", "nsfw_score": 0.0}
+    for number, batch in enumerate(table.to_batches(max_chunksize=BATCH_ROWS)):
+        frame = batch.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
+        for name, default in defaults.items():
+            frame[name] = frame[name].fillna(default) if name in frame else default
+        frame["index"] = frame["index"].astype("int64")
+        frame["width"], frame["height"] = frame["width"].astype("int64"), frame["height"].astype("int64")
+        yield (path, number), with_alt_texts(frame[list(METADATA_COLUMNS)])
 
 
 def _evaluation_image_phash(path: str) -> int:
@@ -347,86 +341,6 @@ def _evaluation_image_phash(path: str) -> int:
     if not decodable:
         raise InputError(f"evaluation image {path!r} cannot be decoded")
     return image_hash
-
-
-class _DecidePair(beam.DoFn):
-    """((meta, alts per image), (images per alt, vocabulary tokens)) -> (meta, reason or None)."""
-
-    def __init__(self, cfg: FilterConfig, words: UnsafeWordList):
-        self.cfg, self.words = cfg, words
-
-    def process(self, element, eval_index: PHashIndex, unsafe_index: PHashIndex):
-        (meta, alts_per_image), (images_per_alt, vocabulary_tokens) = element
-        facts = PairFacts(
-            meta.phash is not None,
-            meta.width,
-            meta.height,
-            meta.phash,
-            meta.text,
-            alts_per_image,
-            images_per_alt,
-            vocabulary_tokens,
-            meta.nsfw_score,
-        )
-        yield meta, drop_reason(facts, self.cfg, eval_index, unsafe_index, self.words)
-
-
-class DecidePairs(beam.PTransform):
-    """`PairMeta` records -> (meta, the first rule it fails or None), one per input record.
-
-    Args:
-        cfg: the thresholds, and `hot_key_pairs` (see `AttachStats`).
-        eval_index: a singleton PCollection of the evaluation images' `PHashIndex`.
-        unsafe_index: a singleton PCollection of the blocklist's `PHashIndex`.
-        words: the `text_unsafe` rule's list (empty: rule off).
-    """
-
-    def __init__(self, cfg: FilterConfig, eval_index, unsafe_index, words: UnsafeWordList = NO_UNSAFE_WORDS):
-        super().__init__()
-        self.cfg, self.eval_index, self.unsafe_index, self.words = cfg, eval_index, unsafe_index, words
-
-    def expand(self, metas):
-        cfg = self.cfg
-        keyed = metas | "NormaliseText" >> beam.Map(lambda m: (normalise_alt_text(m.text), m))
-        alts_per_image = (
-            keyed
-            | "ImageAlt" >> beam.MapTuple(lambda alt, m: (m.sha256, alt))
-            | "AltsPerImage" >> beam.CombinePerKey(DistinctUpTo(cfg.max_alts_per_image + 1))
-        )
-        images_per_alt = (
-            keyed
-            | "AltImage" >> beam.MapTuple(lambda alt, m: (alt, m.sha256))
-            | "ImagesPerAlt" >> beam.CombinePerKey(DistinctUpTo(cfg.max_images_per_alt + 1))
-        )
-        vocabulary_tokens = (
-            metas
-            | "Texts" >> beam.Map(lambda m: m.text)
-            | "Vocabulary"
-            >> VocabularyTokensPerText(
-                cfg.rare_token_vocab_size, cfg.rare_token_min_word_share, hot=cfg.hot_key_pairs
-            )
-        )
-        text_stats = (  # one row per distinct alt-text
-            {"images": images_per_alt, "tokens": vocabulary_tokens}
-            | "JoinTextStats" >> beam.CoGroupByKey()
-            | "TextStats"
-            >> beam.MapTuple(
-                lambda alt, g: (alt, (next(iter(g["images"]), 0), next(iter(g["tokens"]), frozenset())))
-            )
-        )
-        return (
-            keyed
-            | "ByImage" >> beam.MapTuple(lambda alt, m: (m.sha256, (alt, m)))
-            | "WithImageStats" >> AttachStats(alts_per_image, 0, cfg.hot_key_pairs)
-            | "ByText" >> beam.MapTuple(lambda alt_meta, alts: (alt_meta[0], (alt_meta[1], alts)))
-            | "WithTextStats" >> AttachStats(text_stats, (0, frozenset()), cfg.hot_key_pairs)
-            | "DropReasons"
-            >> beam.ParDo(
-                _DecidePair(cfg, self.words),
-                beam.pvalue.AsSingleton(self.eval_index),
-                beam.pvalue.AsSingleton(self.unsafe_index),
-            )
-        )
 
 
 def _hash_indexes(p, cfg: FilterConfig, eval_images: list[tuple[str, str]]):
@@ -508,33 +422,31 @@ def _write_vocabulary(decisions, shard_paths: list[str], vocab_size: int, out_di
     )
 
 
-def _write_report(metas, decisions, cfg: FilterConfig, out_dir: str, counts_path: str) -> None:
+def _write_report(decided, cfg: FilterConfig, out_dir: str, counts_path: str) -> None:
     """The dropped pairs' JSON lines, the outcome counts and the kept pairs' statistics (one
-    small JSON file, read back into the funnel and the statistics)."""
+    small JSON file, read back into the funnel and the statistics), from the decided batches."""
     (
-        decisions
-        | "Dropped"
-        >> beam.FlatMapTuple(lambda meta, reason: [dropped_record_json(meta, reason)] if reason else [])
+        decided
+        | "Dropped" >> beam.FlatMap(dropped_lines)  # one element of many lines per batch
         | "WriteDropped"
         >> beam.io.WriteToText(
             fs.join(out_dir, DROPPED_PREFIX), file_name_suffix=DROPPED_SUFFIX, num_shards=cfg.num_shards
         )
     )
-    input_count = metas | "CountInput" >> beam.combiners.Count.Globally()
-    stats = (
-        decisions
-        | "KeptMetadata" >> beam.FlatMapTuple(lambda meta, reason: [] if reason else [meta])
-        | "CorpusStats" >> beam.CombineGlobally(CorpusStatsFn())
-    )
+    stats = decided | "CorpusStats" >> beam.CombineGlobally(CorpusStatsOfBatchesFn())
     (
-        decisions
-        | "Outcomes" >> beam.MapTuple(lambda meta, reason: reason or "kept")
-        | "CountOutcomes" >> beam.combiners.Count.PerElement()
-        | "OutcomeDict" >> beam.combiners.ToDict()
+        decided
+        | "Outcomes" >> beam.Map(outcome_counts)
+        | "CountOutcomes" >> beam.CombineGlobally(lambda counts: sum(counts, np.zeros(len(REASONS) + 1, int)))
         | "CountsJson"
         >> beam.Map(
-            lambda outcomes, n, kept: json.dumps({"input_pairs": n, "outcomes": outcomes, "stats": kept}),
-            beam.pvalue.AsSingleton(input_count),
+            lambda counts, kept: json.dumps(
+                {
+                    "input_pairs": int(counts.sum()),
+                    "outcomes": dict(zip([*REASONS, "kept"], counts.tolist(), strict=True)),
+                    "stats": kept,
+                }
+            ),
             beam.pvalue.AsSingleton(stats),
         )
         | "WriteCounts" >> beam.io.WriteToText(counts_path, shard_name_template="", num_shards=1)
@@ -560,11 +472,11 @@ def run_filter_metadata(cfg: Config, metadata_pattern: str, out_dir: str) -> Fun
     fs.makedirs(out_dir)
     counts_path = fs.join(out_dir, _COUNTS_FILE)
     with beam.Pipeline(options=PipelineOptions(beam_pipeline_args(cfg))) as p:
-        metas = p | "Files" >> beam.Create(paths) | "ReadMetadata" >> beam.FlatMap(read_metadata_file)
+        batches = p | "Files" >> beam.Create(paths) | "ReadMetadata" >> beam.FlatMap(read_metadata_batches)
         no_hashes = p | "NoHashes" >> beam.Create([PHashIndex([], radius=0)])
         words = _unsafe_words(cfg.filter)
-        decisions = metas | "Decide" >> DecidePairs(cfg.filter, no_hashes, no_hashes, words)
-        _write_report(metas, decisions, cfg.filter, out_dir, counts_path)
+        decided = batches | "Decide" >> DecideBatches(cfg.filter, no_hashes, no_hashes, words, len(paths))
+        _write_report(decided, cfg.filter, out_dir, counts_path)
     counts = fs.read_json(counts_path)
     fs.delete([counts_path])
     report = FunnelReport.from_outcomes(counts["input_pairs"], counts["outcomes"], cfg.train.batch_size)

@@ -57,7 +57,6 @@ from alignpipe.filtering.rules import (
     UnsafeWordList,
     alt_has_unsafe_words,
     alt_unigrams_and_bigrams,
-    alt_word_count,
     image_is_eval_duplicate,
     image_is_nsfw,
     image_is_unsafe,
@@ -138,8 +137,39 @@ def reference_outcome_codes(
     alts_per_image = ids.groupby("image")["text"].transform("nunique").to_numpy()
     images_per_alt = ids.groupby("text")["image"].transform("nunique").to_numpy()
     pairs_per_text = np.bincount(text_ids, minlength=len(texts))
-    words = np.fromiter((alt_word_count(t) for t in texts), np.int64, len(texts))[text_ids]
-    rare = _has_rare_token(texts, pairs_per_text, cfg, num_pairs=len(frame))[text_ids]
+    corpus = {
+        "image_too_many_alts": alts_per_image > cfg.max_alts_per_image,
+        "text_shared_by_too_many_images": images_per_alt > cfg.max_images_per_alt,
+        "text_rare_token": _has_rare_token(texts, pairs_per_text, cfg, num_pairs=len(frame))[text_ids],
+    }
+    return outcome_codes(frame, text_ids, texts, corpus, cfg, eval_hashes, unsafe_hashes, unsafe_words)
+
+
+def outcome_codes(
+    frame: pd.DataFrame,
+    text_ids: np.ndarray,
+    texts: list[str],
+    corpus: dict[str, np.ndarray],
+    cfg: FilterConfig,
+    eval_hashes: HashSet = (),
+    unsafe_hashes: HashSet = (),
+    unsafe_words: UnsafeWordList = NO_UNSAFE_WORDS,
+) -> np.ndarray:
+    """The rules on whole columns, given the corpus rules' answers: the outcome code per pair.
+
+    Args:
+        frame: the pairs, with the columns of `RULE_COLUMNS` (`nsfw_score` optional).
+        text_ids: per pair, int array of shape [pairs]: its normalised alt-text in `texts`.
+        texts: distinct normalised alt-texts (`normalise_alt_text`).
+        corpus: per pair, bool arrays of shape [pairs], for the rules that count over the
+            corpus: "image_too_many_alts", "text_shared_by_too_many_images", "text_rare_token".
+        cfg, eval_hashes, unsafe_hashes, unsafe_words: as for `reference_drop_reasons`.
+
+    Returns:
+        Int array of shape [pairs]: the index in `REASONS` of each pair's drop reason, or `KEPT`.
+    """
+    # A normalised text is its unigrams joined by single spaces: `alt_word_count` without the regex.
+    words = np.fromiter((len(t.split()) for t in texts), np.int64, len(texts))[text_ids]
     unsafe_text = _has_unsafe_words(texts, unsafe_words)[text_ids]
     phash = frame["phash"]
     width = frame["width"].to_numpy(np.int64)
@@ -156,12 +186,10 @@ def reference_outcome_codes(
         ),
         "image_too_small": short <= cfg.min_image_short_side,
         "image_aspect_ratio_too_large": (short <= 0) | (ratio >= cfg.max_aspect_ratio),
-        "image_too_many_alts": alts_per_image > cfg.max_alts_per_image,
         "text_unsafe": unsafe_text,
         "text_too_short": words < cfg.min_alt_words,
         "text_too_long": words > cfg.max_alt_words,
-        "text_shared_by_too_many_images": images_per_alt > cfg.max_images_per_alt,
-        "text_rare_token": rare,
+        **corpus,
     }
     unknown = [reason for reason in REASONS if reason not in drops]
     if unknown:  # a rule added to rules.py: the reference must learn it before it can be trusted

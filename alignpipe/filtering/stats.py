@@ -174,6 +174,39 @@ class CorpusStatsAccumulator:
         self.aspect_ratio[aspect_ratio_bucket(meta.width, meta.height)] += 1
         self.script[alt_text_script(meta.text)] += 1
 
+    def add_frame(self, texts: list[str], sha256s: list[str], widths, heights) -> None:
+        """`add` of many pairs at once (columns of equal length): the same state, with each
+        distinct text, image and word handled once and the size buckets computed on arrays."""
+        import numpy as np
+        import pandas as pd
+
+        text_ids, distinct_texts = pd.factorize(pd.Series(texts, dtype=object))
+        pairs_per_text = np.bincount(text_ids, minlength=len(distinct_texts))
+        words_of_text = [alt_unigrams(text) for text in distinct_texts]
+        lengths = np.array([len(words) for words in words_of_text], dtype=np.int64)
+        self.pairs += len(texts)
+        self.alt_words_sum += int((lengths * pairs_per_text).sum())
+        buckets = np.bincount(np.minimum(lengths, ALT_WORDS_OVERFLOW), pairs_per_text, ALT_WORDS_OVERFLOW + 1)
+        self.alt_words = [a + int(b) for a, b in zip(self.alt_words, buckets, strict=True)]
+        for sha256 in set(sha256s):
+            self.images.add(sha256)
+        for word in {word for words in words_of_text for word in words}:
+            self.vocabulary.add(word)
+        for text, pairs in zip(distinct_texts, pairs_per_text.tolist(), strict=True):
+            self.script[alt_text_script(text)] += pairs
+        width, height = np.asarray(widths, dtype=np.int64), np.asarray(heights, dtype=np.int64)
+        short = np.searchsorted(SHORT_SIDE_EDGES, np.minimum(width, height), side="left")
+        # bisect_right(ASPECT_EDGES, width / height), exactly: edges p / q <= width / height.
+        wide = np.maximum(width, 0)
+        aspect = sum((e.numerator * height <= wide * e.denominator).astype(np.int64) for e in ASPECT_EDGES)
+        aspect = np.where(height <= 0, len(ASPECT_EDGES), aspect)
+        for counts, names, of_pair in (
+            (self.short_side, SHORT_SIDE_BUCKETS, short),
+            (self.aspect_ratio, ASPECT_BUCKETS, aspect),
+        ):
+            for name, pairs in zip(names, np.bincount(of_pair, minlength=len(names)).tolist(), strict=True):
+                counts[name] += pairs
+
     def merge(self, other: CorpusStatsAccumulator) -> None:
         self.pairs += other.pairs
         self.alt_words_sum += other.alt_words_sum
@@ -243,6 +276,22 @@ class CorpusStatsFn(beam.CombineFn):
 
     def extract_output(self, accumulator: CorpusStatsAccumulator) -> dict:
         return accumulator.to_dict()
+
+
+class CorpusStatsOfBatchesFn(CorpusStatsFn):
+    """`CorpusStatsFn` over the kept pairs of decided batches (`batches.DecideBatches`): each
+    input is a frame with the columns of `PairMeta` and `reason`, kept where it is `KEPT`."""
+
+    def add_input(self, accumulator: CorpusStatsAccumulator, frame) -> CorpusStatsAccumulator:
+        from alignpipe.filtering.batches import REASON
+        from alignpipe.filtering.reference import KEPT
+
+        kept = frame[frame[REASON] == KEPT]
+        columns = ("text", "sha256", "width", "height")
+        accumulator.add_frame(
+            *(kept[c].tolist() if c in ("text", "sha256") else kept[c].to_numpy() for c in columns)
+        )
+        return accumulator
 
 
 def histograms(stats: dict) -> dict[str, dict[str, int]]:

@@ -26,10 +26,9 @@ radix selection, in which only small histograms are global:
    worker and the n2-th gives the cutoff key.
 A token is in the vocabulary iff `rank_key(token, count) <= cutoff` (and, for a
 word, `count >= min_word_count`), decided where the token's count is
-(`in_vocabulary`), and `VocabularyTokensPerText` joins that membership back to
-each distinct alt-text on the token (`joins.AttachStats`: a token in very many texts,
-"the", gets its membership through a side input instead), so every step scales with
-the corpus.
+(`in_vocabulary`), and `RareTexts` joins that membership back to each distinct
+alt-text on the token (`joins.AttachStats`: a token in very many texts, "the", gets its
+membership through a side input instead), so every step scales with the corpus.
 
 Example (the in-memory reference; the Beam transforms give the same set):
     >>> sorted(top_k_tokens({"a": 3, "b": 1, "c": 3}, 2))
@@ -49,8 +48,8 @@ import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
-from alignpipe.filtering.joins import AttachStats
-from alignpipe.filtering.rules import alt_unigrams_and_bigrams, normalise_alt_text
+from alignpipe.filtering.joins import AttachStats, key_buckets
+from alignpipe.filtering.rules import alt_unigrams_and_bigrams
 
 RankKey = tuple[int, int, str]
 BUCKET_SHIFT = 48  # level-2 buckets: the top 16 bits of the 64-bit token hash
@@ -85,7 +84,7 @@ def is_word(token: str) -> bool:
 
 
 def corpus_vocabulary(counts: Mapping[str, int], k: int, min_count: int = 1) -> set[str]:
-    """The vocabulary computed in memory (the reference of `VocabularyTokensPerText`).
+    """The vocabulary computed in memory (the reference of `RareTexts`).
 
     Args:
         counts: token -> occurrences in the raw corpus.
@@ -189,103 +188,131 @@ class TopKCutoff(beam.PTransform):
         )
 
 
-class VocabularyTokensPerText(beam.PTransform):
-    """Raw alt-texts (one per pair) -> (normalised text, its tokens in the vocabulary).
+class RareTexts(beam.PTransform):
+    """Counts of normalised alt-texts -> each normalised text with a token outside the vocabulary.
 
-    The vocabulary is the top `k` unigrams + bigrams counted over the input texts
-    (every pair's occurrences count), less the words seen fewer than
-    `min_word_count(number of input texts, min_word_share)` times. Each distinct
-    normalised text appears once in the output, with a frozenset of those of its
-    unigrams and bigrams that are in the vocabulary; `rules.alt_has_rare_token(text,
-    that_set)` is then exact.
+    The input holds dicts of normalised alt-text -> pairs that carry it (one per batch of
+    pairs; a text may be in many). The vocabulary is the top `k` unigrams + bigrams counted
+    over those pairs (every pair's occurrences count), less the words seen fewer than
+    `min_word_count(number of pairs, min_word_share)` times. Each text with a unigram or bigram
+    outside it appears once in the output; `rules.alt_has_rare_token` holds exactly for those.
+
+    Token counts travel as one dict per bundle and bucket (`buckets` of them), not one element
+    per token. Below K distinct tokens with no minimum word count (at the paper's K = 100M:
+    every corpus short of web scale) every token is in, and nothing more is computed.
 
     Args:
         k: the top-K size.
         min_word_share: occurrences per alt-text a word needs (0: none).
         hot: distinct texts a token may be in before its membership reaches them through a
             side input instead of a join (`joins.AttachStats`).
+        buckets: the token counts' buckets.
     """
 
-    def __init__(self, k: int, min_word_share: float = 0.0, hot: int = 10_000):
+    def __init__(self, k: int, min_word_share: float = 0.0, hot: int = 10_000, buckets: int = 16):
         super().__init__()
-        self.k = k
-        self.min_word_share = min_word_share
-        self.hot = hot
+        self.k, self.min_word_share, self.hot, self.buckets = k, min_word_share, hot, buckets
 
-    def expand(self, texts):
-        token_counts = (
-            texts | "Tokens" >> beam.ParDo(_CountTokens()) | "CountTokens" >> beam.CombinePerKey(sum)
+    def expand(self, text_counts):
+        k = self.k
+        counts_by_bucket = (
+            text_counts
+            | "Tokens" >> beam.ParDo(_CountTokens(self.buckets))
+            | "CountTokens" >> beam.CombinePerKey(_SumCounts())
         )
-        cutoff = token_counts | "TopK" >> TopKCutoff(self.k)
         min_count = (
-            texts
-            | "CountTexts" >> beam.combiners.Count.Globally()
+            text_counts
+            | "Pairs" >> beam.Map(lambda counts: sum(counts.values()))
+            | "CountPairs" >> beam.CombineGlobally(sum)
             | "MinWordCount" >> beam.Map(min_word_count, self.min_word_share)
         )
-        # Below K distinct tokens with no minimum word count, every token is in (at the paper's
-        # K = 100M: every corpus short of web scale), and the join by token is skipped.
-        everything_in = cutoff | "EverythingIn" >> beam.Map(
-            lambda cut, least: cut is None and least <= 1, beam.pvalue.AsSingleton(min_count)
+        everything_in = (
+            counts_by_bucket
+            | "DistinctTokens" >> beam.MapTuple(lambda _, counts: len(counts))
+            | "CountDistinctTokens" >> beam.CombineGlobally(sum)
+            | "EverythingIn"
+            >> beam.Map(
+                lambda distinct, least: distinct <= k and least <= 1, beam.pvalue.AsSingleton(min_count)
+            )
         )
+        token_counts = counts_by_bucket | "TokenCounts" >> beam.FlatMap(
+            lambda kv, all_in: [] if all_in else kv[1].items(), beam.pvalue.AsSingleton(everything_in)
+        )
+        cutoff = token_counts | "TopK" >> TopKCutoff(k)
         membership = token_counts | "Membership" >> beam.Map(
             lambda kv, cut, least: (kv[0], in_vocabulary(kv[0], kv[1], cut, least)),
             beam.pvalue.AsSingleton(cutoff),
             beam.pvalue.AsSingleton(min_count),
         )
-        distinct = texts | "Normalise" >> beam.Map(normalise_alt_text) | "DistinctTexts" >> beam.Distinct()
-        text_tokens = distinct | "TokensOfText" >> beam.FlatMap(
-            lambda text, all_in: [] if all_in else [(t, text) for t in set(alt_unigrams_and_bigrams(text))],
-            beam.pvalue.AsSingleton(everything_in),
-        )
-        found = (
-            text_tokens
-            | "TokenText" >> beam.MapTuple(lambda token, text: (token, (text, token)))
-            | "WithMembership" >> AttachStats(membership, False, self.hot)
-            | "VocabularyTokens" >> beam.FlatMapTuple(lambda pair, member: [pair] if member else [])
-        )
-        every_text = distinct | "EveryText" >> beam.Map(
-            lambda text, all_in: (text, frozenset(alt_unigrams_and_bigrams(text)) if all_in else None),
-            beam.pvalue.AsSingleton(everything_in),
-        )
         return (
-            (found, every_text)
-            | "WithEveryText" >> beam.Flatten()
-            | "GroupByText" >> beam.GroupByKey()
-            | "TokenSets" >> beam.MapTuple(_token_set)
+            text_counts
+            | "TextsToCheck"
+            >> beam.FlatMap(
+                lambda counts, all_in: [] if all_in else list(counts), beam.pvalue.AsSingleton(everything_in)
+            )
+            | "DistinctTexts" >> beam.Distinct()
+            | "TokensOfText"
+            >> beam.FlatMap(lambda text: [(t, text) for t in set(alt_unigrams_and_bigrams(text))])
+            | "WithMembership" >> AttachStats(membership, False, self.hot)
+            | "OutsideVocabulary" >> beam.FlatMapTuple(lambda text, member: [] if member else [text])
+            | "RareTextsOnce" >> beam.Distinct()
         )
 
 
-def _token_set(text: str, found: Iterable) -> tuple[str, frozenset[str]]:
-    tokens: set[str] = set()
-    for item in found:  # vocabulary tokens one by one, or all of them at once (a frozenset)
-        if isinstance(item, frozenset):
-            tokens |= item
-        elif item:
-            tokens.add(item)
-    return text, frozenset(tokens)
+class _SumCounts(beam.CombineFn):
+    """Dicts of token -> count, summed."""
+
+    def create_accumulator(self) -> dict[str, int]:
+        return {}
+
+    def add_input(self, total: dict[str, int], counts: dict[str, int]) -> dict[str, int]:
+        for token, count in counts.items():
+            total[token] = total.get(token, 0) + count
+        return total
+
+    def merge_accumulators(self, accumulators: Iterable[dict[str, int]]) -> dict[str, int]:
+        accumulators = iter(accumulators)
+        total = next(accumulators, {})
+        for counts in accumulators:
+            self.add_input(total, counts)
+        return total
+
+    def extract_output(self, total: dict[str, int]) -> dict[str, int]:
+        return total
 
 
 class _CountTokens(beam.DoFn):
-    """Alt-texts -> (token, occurrences) partial counts, from a dictionary per bundle: one
-    element per distinct token instead of one per occurrence (flushed at `FLUSH_AT` tokens, so
+    """Dicts of normalised alt-text -> pairs -> (bucket, {token: occurrences}): partial counts
+    from one dictionary per bundle, cut by the token's bucket (flushed at `FLUSH_AT` tokens, so
     its memory is bounded)."""
 
-    FLUSH_AT = 200_000
+    FLUSH_AT = 1_000_000
+
+    def __init__(self, buckets: int):
+        self.buckets = buckets
 
     def start_bundle(self) -> None:
         self.counts: dict[str, int] = {}
 
-    def process(self, text: str):
+    def process(self, text_counts: dict[str, int]):
         counts = self.counts
-        for token in alt_unigrams_and_bigrams(text):
-            counts[token] = counts.get(token, 0) + 1
+        for text, pairs in text_counts.items():
+            for token in alt_unigrams_and_bigrams(text):
+                counts[token] = counts.get(token, 0) + pairs
         if len(counts) >= self.FLUSH_AT:
             yield from self._flush()
 
     def finish_bundle(self):
-        for token_count in self._flush():
-            yield WindowedValue(token_count, GlobalWindow().max_timestamp(), [GlobalWindow()])
+        for bucket_counts in self._flush():
+            yield WindowedValue(bucket_counts, GlobalWindow().max_timestamp(), [GlobalWindow()])
 
     def _flush(self):
         counts, self.counts = self.counts, {}
-        yield from counts.items()
+        if not counts:
+            return
+        tokens = list(counts)
+        of_token = key_buckets(tokens, self.buckets)
+        pieces: dict[int, dict[str, int]] = {}
+        for token, bucket in zip(tokens, of_token.tolist(), strict=True):
+            pieces.setdefault(bucket, {})[token] = counts[token]
+        yield from pieces.items()

@@ -7,6 +7,8 @@ import hashlib
 import io
 
 import apache_beam as beam
+import numpy as np
+import pandas as pd
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.util import assert_that, equal_to
@@ -15,7 +17,7 @@ from PIL import Image
 from alignpipe.config import IN_PROCESS_RUNNER
 from alignpipe.data.records import ImageTextPair, TFRecordWriter, iter_tfrecords, read_tfrecords
 from alignpipe.errors import InputError
-from alignpipe.filtering.joins import AttachStats, DistinctUpTo
+from alignpipe.filtering.joins import AttachStats, KeysOverCap, bucket_pieces, key_buckets
 from alignpipe.filtering.pipeline import pair_metadata
 from alignpipe.imaging.decode import describe_image
 from alignpipe.imaging.phash import hamming, phash
@@ -78,15 +80,24 @@ def test_streamed_records_equal_the_whole_file_read_and_a_cut_file_is_an_error()
         list(iter_tfrecords(io.BytesIO(cut)))
 
 
-def test_distinct_counts_stop_one_past_the_threshold_whatever_a_keys_popularity():
+def test_keys_over_a_cap_are_flagged_in_every_batch_whatever_a_keys_popularity():
     hot = [("logo", f"image-{i}") for i in range(20_000)]
     cold = [("a red circle", "image-1"), ("a red circle", "image-2"), ("a red circle", "image-1")]
+    batches = [(f"batch-{n}", pd.DataFrame((hot + cold)[n::3], columns=["alt", "sha256"])) for n in range(3)]
     with beam.Pipeline(options=PipelineOptions([f"--runner={IN_PROCESS_RUNNER}"])) as p:
-        counts = p | beam.Create(hot + cold) | beam.CombinePerKey(DistinctUpTo(11))
-        assert_that(counts, equal_to([("logo", 11), ("a red circle", 2)]))
-    combine = DistinctUpTo(3)
-    merged = combine.merge_accumulators([{1, 2}, {3, 4}, {5}])
-    assert len(merged) == 3 and combine.extract_output(combine.add_input(merged, 9)) == 3
+        flags = (
+            p
+            | beam.Create(batches)
+            | beam.FlatMap(lambda batch: bucket_pieces(*batch, "alt", "sha256", 4))
+            | beam.GroupByKey()
+            | beam.ParDo(KeysOverCap("shared", 10))
+            | beam.MapTuple(lambda batch_id, flagged: (batch_id, flagged[0], len(flagged[1])))
+        )
+        per_batch = [len([row for row in (hot + cold)[n::3] if row[0] == "logo"]) for n in range(3)]
+        assert_that(flags, equal_to([(f"batch-{n}", "shared", per_batch[n]) for n in range(3)]))
+    buckets = key_buckets([f"text {i}" for i in range(1000)], 7)
+    assert buckets.min() == 0 and buckets.max() == 6  # a stable hash, not Python's salted one
+    assert KeysOverCap("shared", 2)._keys_over_cap([(0, None, np.array(["a"] * 9), np.arange(9))]) == {"a"}
 
 
 def test_hot_keys_take_their_stats_from_the_side_input_and_all_elements_get_them():

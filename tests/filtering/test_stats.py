@@ -252,3 +252,24 @@ def test_stats_json_round_trips_and_bucket_order_survives_sorted_keys(tmp_path):
     older = {**resorted, "script": {**resorted["script"], "Klingon": 1}}
     assert list(histograms(older)["script"])[-1] == "Klingon"
     assert drift_report(older, stats, 0.2)["distances"]["script"] == pytest.approx(1 / 101, abs=1e-6)
+
+
+def test_adding_a_frame_equals_adding_its_pairs_one_by_one():
+    metas = _metas(300, seed=6) + [
+        PairMeta("s", 0, "z", "", 0, 0, None),  # no words, undecodable size
+        PairMeta("s", 1, "y", "1920x1080", 300, 100, 5),  # an aspect ratio exactly on an edge
+        PairMeta("s", 2, "y", "1920x1080", 100, 300, 5),
+    ]
+    one_by_one, at_once = CorpusStatsAccumulator(), CorpusStatsAccumulator()
+    for meta in metas:
+        one_by_one.add(meta)
+    half = len(metas) // 2
+    for part in (metas[:half], metas[half:]):
+        at_once.add_frame(
+            [m.text for m in part],
+            [m.sha256 for m in part],
+            [m.width for m in part],
+            [m.height for m in part],
+        )
+    assert at_once.to_dict() == one_by_one.to_dict()
+    assert at_once.images.hashes == one_by_one.images.hashes

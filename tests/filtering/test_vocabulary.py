@@ -9,8 +9,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from alignpipe.config import IN_PROCESS_RUNNER
 from alignpipe.filtering.rules import alt_unigrams_and_bigrams, normalise_alt_text
 from alignpipe.filtering.vocabulary import (
+    RareTexts,
     TopKCutoff,
-    VocabularyTokensPerText,
     corpus_vocabulary,
     in_vocabulary,
     is_word,
@@ -84,19 +84,29 @@ def test_distributed_cutoff_equals_the_in_memory_top_k():
     assert ranked[49] == ranked[50] and ranked[199] == ranked[200]  # K = 50, 200 split a tie
 
 
-def test_vocabulary_tokens_per_text():
+def _rare_texts(vocabulary: set[str]) -> list[str]:
+    """The normalised TEXTS with a token outside `vocabulary`, the reference of `RareTexts`."""
+    rare = {
+        normalise_alt_text(t) for t in TEXTS if any(x not in vocabulary for x in alt_unigrams_and_bigrams(t))
+    }
+    return sorted(rare)
+
+
+def _text_counts(p):
+    """TEXTS as `RareTexts` reads them: normalised text -> pairs, here in two batches."""
+    batches = [Counter(normalise_alt_text(t) for t in TEXTS[i::2]) for i in range(2)]
+    return p | beam.Create([dict(batch) for batch in batches])
+
+
+def test_rare_texts():
     counts = Counter(t for text in TEXTS for t in alt_unigrams_and_bigrams(text))
     k = 6
-    vocabulary = set(top_k_tokens(counts, k))
-    expected = {
-        normalise_alt_text(t): frozenset(x for x in alt_unigrams_and_bigrams(t) if x in vocabulary)
-        for t in TEXTS
-    }
-    assert expected["zebra"] == frozenset() and "a red dog" in expected
+    expected = _rare_texts(set(top_k_tokens(counts, k)))
+    assert "zebra" in expected and "a red dog" not in expected
     for hot in (10_000, 1):  # hot=1: every token's membership comes through the side input
         with _pipeline() as p:
-            result = p | beam.Create(TEXTS) | VocabularyTokensPerText(k, hot=hot)
-            assert_that(result, equal_to(sorted(expected.items())))
+            result = _text_counts(p) | RareTexts(k, hot=hot, buckets=3)
+            assert_that(result, equal_to(expected))
 
 
 def test_min_word_count_is_a_rate_of_the_corpus_size():
@@ -129,22 +139,18 @@ def test_corpus_vocabulary_is_top_k_less_the_rare_words():
 
 
 @pytest.mark.large
-def test_vocabulary_tokens_per_text_with_a_minimum_word_share():
+def test_rare_texts_with_a_minimum_word_share():
     share = 2 / 10  # 7 texts: a word needs ceil(1.4) = 2 occurrences
     counts = Counter(t for text in TEXTS for t in alt_unigrams_and_bigrams(text))
     vocabulary = corpus_vocabulary(counts, 1000, min_word_count(len(TEXTS), share))
-    expected = {
-        normalise_alt_text(t): frozenset(x for x in alt_unigrams_and_bigrams(t) if x in vocabulary)
-        for t in TEXTS
-    }
-    assert "cat" not in expected["a red cat"] and "red cat" in expected["a red cat"]
+    expected = _rare_texts(vocabulary)
+    assert "a red cat" in expected  # "cat" is seen once
     with _pipeline() as p:
-        result = p | beam.Create(TEXTS) | VocabularyTokensPerText(1000, min_word_share=share)
-        assert_that(result, equal_to(sorted(expected.items())))
+        result = _text_counts(p) | RareTexts(1000, min_word_share=share)
+        assert_that(result, equal_to(expected))
 
 
-def test_below_k_tokens_every_token_is_in_without_a_join():
-    expected = {normalise_alt_text(t): frozenset(alt_unigrams_and_bigrams(t)) for t in TEXTS}
+def test_below_k_tokens_no_text_is_rare_without_a_join():
     with _pipeline() as p:
-        result = p | beam.Create(TEXTS) | VocabularyTokensPerText(10**8)
-        assert_that(result, equal_to(sorted(expected.items())))
+        result = _text_counts(p) | RareTexts(10**8)
+        assert_that(result, equal_to([]))
