@@ -86,6 +86,10 @@ class ScrapeConfig:
     # runs fetched (URL, ETag, Last-Modified, content hash); a run sends conditional requests and
     # writes pairs only for new or changed content. "" = every run fetches everything.
     state_dir: str = ""
+    # With state_dir: a folder (local or gs://) that every scrape adds its pairs to as a snapshot;
+    # the filter then reads all snapshots, so incremental runs train on the union
+    # (alignpipe/data/corpus.py). "" = the filter reads this scrape's pairs only.
+    corpus_dir: str = ""
     # Politeness: connections per host, a minimum gap between two requests to one host
     # (robots.txt `Crawl-delay` raises it), connections in all.
     per_host_connections: int = 16
@@ -513,6 +517,12 @@ def validate(cfg: Config) -> Config:
         "a list that includes tfrecord (the later stages read it)",
     )
     _check(cfg.scrape.jpeg_quality <= 100, "scrape.jpeg_quality", cfg.scrape.jpeg_quality, "<= 100")
+    _check(
+        not cfg.scrape.corpus_dir or bool(cfg.scrape.state_dir),
+        "scrape.corpus_dir",
+        cfg.scrape.corpus_dir,
+        "set only with scrape.state_dir (a corpus of full scrapes would hold every pair once per run)",
+    )
     _check(
         cfg.env == "local" or cfg.tracking.tracking_uri.startswith(("http://", "https://")),
         "tracking.tracking_uri",

@@ -49,11 +49,12 @@ def start_tracking(
     return cfg.to_json()
 
 
-def scrape(config_json: str, pipeline_job: str, pairs: Output[Dataset], metrics: Output[Metrics]):
-    """Crawls the seed URLs (robots.txt obeyed) into (image, alt-text) pair shards."""
-    from components.stages import scrape_stage
+def scrape(config_json: str, pipeline_job: str, pairs: Output[Dataset], metrics: Output[Metrics]) -> bool:
+    """Crawls the seed URLs (robots.txt obeyed) into (image, alt-text) pair shards. Returns
+    False only when an incremental scrape found nothing new: the later steps are then skipped."""
+    from components.stages import anything_new, scrape_stage
 
-    scrape_stage(config_json, pipeline_job, pairs.uri, metrics)
+    return anything_new(config_json, scrape_stage(config_json, pipeline_job, pairs.uri, metrics))
 
 
 def filter_pairs(

@@ -59,6 +59,16 @@ def scrape_stage(
     return report
 
 
+def anything_new(config_json: str, report: dict) -> bool:
+    """Whether a scrape leaves anything to train on: always, unless it was incremental
+    (`scrape.state_dir`) and wrote no pair (a scheduled run over an unchanged web)."""
+    cfg = Config.from_json(config_json)
+    if cfg.scrape.state_dir and not report["pairs_written"]:
+        log.info("nothing new since the last scrape (scrape.state_dir): the later steps are skipped")
+        return False
+    return True
+
+
 def filter_stage(
     config_json: str,
     pipeline_job: str,

@@ -1,4 +1,5 @@
-"""The ALIGN DAG: scrape -> filter -> train -> evaluate -> register.
+"""The ALIGN DAG: scrape -> filter -> train -> evaluate -> register (the last four skipped when an
+incremental scrape found nothing new).
 
 The same pipeline function runs under kfp's local runner and compiles to the
 YAML that Vertex AI Pipelines (or Kubeflow) executes. The whole config travels
@@ -56,6 +57,33 @@ def build_pipeline(cfg: Config):
         ).set_display_name("train")
         return spec.outputs["model"], trained
 
+    def steps_after_scrape(config_json, job, scraped):
+        """filter -> train -> evaluate -> register, on the scrape's pairs."""
+        filtered = sized(
+            ops.filter_pairs(config_json=config_json, pipeline_job=job, raw_pairs=scraped.outputs["pairs"])
+        )
+        if cfg.runner.train_in_custom_job:
+            model, trained = custom_job_training(config_json, job, filtered.outputs["pairs"])
+        else:
+            trained = sized(
+                ops.train(config_json=config_json, pipeline_job=job, pairs=filtered.outputs["pairs"]),
+                trainer=True,
+            )
+            model = trained.outputs["model"]
+        evaluated = sized(
+            ops.evaluate(config_json=config_json, pipeline_job=job, model=model).after(trained),
+            trainer=True,
+        )
+        sized(
+            ops.register(
+                config_json=config_json,
+                pipeline_job=job,
+                model=model,
+                eval_metrics=evaluated.outputs["metrics"],
+                champion_metrics=evaluated.outputs["champion_metrics"],
+            )
+        )
+
     @dsl.pipeline(name=PIPELINE_NAME, description="ALIGN: noisy alt-text pairs -> dual encoder.")
     def align_pipeline(
         config_json: str = cfg.to_json(),
@@ -84,32 +112,9 @@ def build_pipeline(cfg: Config):
             sized(start)
             config_json = start.output  # the run's config, for every later task
             scraped = sized(ops.scrape(config_json=config_json, pipeline_job=job))
-            filtered = sized(
-                ops.filter_pairs(
-                    config_json=config_json, pipeline_job=job, raw_pairs=scraped.outputs["pairs"]
-                )
-            )
-            if cfg.runner.train_in_custom_job:
-                model, trained = custom_job_training(config_json, job, filtered.outputs["pairs"])
-            else:
-                trained = sized(
-                    ops.train(config_json=config_json, pipeline_job=job, pairs=filtered.outputs["pairs"]),
-                    trainer=True,
-                )
-                model = trained.outputs["model"]
-            evaluated = sized(
-                ops.evaluate(config_json=config_json, pipeline_job=job, model=model).after(trained),
-                trainer=True,
-            )
-            sized(
-                ops.register(
-                    config_json=config_json,
-                    pipeline_job=job,
-                    model=model,
-                    eval_metrics=evaluated.outputs["metrics"],
-                    champion_metrics=evaluated.outputs["champion_metrics"],
-                )
-            )
+            # An incremental scrape that found nothing new ends the run: same data, same model.
+            with dsl.If(scraped.outputs["Output"] == True, name="anything-new"):  # noqa: E712
+                steps_after_scrape(config_json, job, scraped)
 
     return align_pipeline
 

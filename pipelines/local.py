@@ -115,6 +115,29 @@ def host_paths(cfg: Config) -> list[str]:
     return [p for i, p in enumerate(paths) if not any(p.startswith(q.rstrip("/") + "/") for q in paths[:i])]
 
 
+PACKAGES = ("alignpipe", "components", "pipelines", "trainer")
+_DIGEST_IN_IMAGE = "from pipelines.local import code_digest; print(code_digest())"
+
+
+def code_digest() -> str:
+    """A digest of the project's Python sources as installed here (the checkout, or an image's
+    site-packages): equal where the code is the same."""
+    import hashlib
+    import importlib.util
+
+    digest = hashlib.sha256()
+    for package in PACKAGES:
+        root = os.path.dirname(importlib.util.find_spec(package).origin)
+        for folder, dirs, files in sorted(os.walk(root)):
+            dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+            for name in sorted(f for f in files if f.endswith(".py")):
+                path = os.path.join(folder, name)
+                digest.update(os.path.relpath(path, os.path.dirname(root)).encode() + b"\0")
+                with open(path, "rb") as f:
+                    digest.update(f.read() + b"\0")
+    return digest.hexdigest()[:16]
+
+
 def docker_runner(cfg: Config):
     """kfp's DockerRunner on the configured images, with what tasks need of this machine.
 
@@ -124,7 +147,8 @@ def docker_runner(cfg: Config):
     worker entrypoint for Dataflow; kfp gives every task its command).
 
     Raises:
-        AlignPipeError: no Docker engine answers, or an image is not built.
+        AlignPipeError: no Docker engine answers, or an image is not built or holds other code
+            than this checkout.
     """
     import docker
     from docker.types import Mount
@@ -143,13 +167,28 @@ def docker_runner(cfg: Config):
             client.images.get(image)
         except docker.errors.ImageNotFound:
             missing.append(image)
-    client.close()
     if missing:
+        client.close()
         raise AlignPipeError(
             f"--runner docker: image {', '.join(missing)} is not built (runner.data_image, "
             "runner.trainer_image): run `make docker-images` (with BASE_IMAGE=... where Docker Hub "
             "is out of reach, see infra/README.md)"
         )
+    here = code_digest()
+    for image in dict.fromkeys((cfg.runner.data_image, cfg.runner.trainer_image)):
+        try:
+            inside = client.containers.run(
+                image, ["python", "-c", _DIGEST_IN_IMAGE], entrypoint=[""], remove=True
+            )
+        except docker.errors.ContainerError:  # an image older than this check
+            inside = b""
+        if inside.decode().strip() != here:
+            client.close()
+            raise AlignPipeError(
+                f"--runner docker: image {image} holds other code than this checkout (it was built "
+                "before the last change): run `make docker-images` again"
+            )
+    client.close()
     return local.DockerRunner(
         user=f"{os.getuid()}:{os.getgid()}",
         network_mode="host",

@@ -74,6 +74,10 @@ def format_summary(summary: dict) -> str:
         f"  scrape    pages crawled {s.get('pages_crawled', 0):.0f}, "
         f"images found {s.get('images_found', 0):.0f}, pairs scraped {s.get('pairs_written', 0):.0f}"
     )
+    if "scrape" in st and "filter" not in st and summary["status"] == "FINISHED":
+        lines.append("  nothing new since the last scrape: filter, train, evaluate and register skipped")
+        lines.append(f"MLflow: {summary['tracking_uri']} (run {summary['parent_run_id']})")
+        return "\n".join(lines)
     f = m["filter"]
     lines.append(f"  filter    pairs in {f.get('input_pairs', 0):.0f}, kept {f.get('kept_pairs', 0):.0f}")
     for reason in REASONS:

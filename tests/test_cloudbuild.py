@@ -53,7 +53,7 @@ def substitute(text: str, values: dict[str, str]) -> str:
 def substitution_values(**built_in: str) -> dict[str, str]:
     """Built-ins (a release build unless overridden) and every user substitution, resolved."""
     values = {**BUILT_IN, **built_in}
-    pending = {**BUILD["substitutions"], **REQUIRED}
+    pending = {k: v for k, v in {**BUILD["substitutions"], **REQUIRED}.items() if k not in built_in}
     while pending:
         ready = {k: v for k, v in pending.items() if all(n in values for n in used_names(v))}
         assert ready, f"substitutions that name each other or an undeclared one: {sorted(pending)}"
@@ -261,6 +261,17 @@ def test_schedule_only_on_a_release_tag_with_the_published_template():
     cfg = cli._cloud_config(args)
     vertex.check_vertex_target(cfg)
     assert cfg.runner.service_account == values["_SERVICE_ACCOUNT"]
+    assert args.param is None  # the template's defaults, unless _SCHEDULE_PARAMS gives values
+
+
+def test_a_release_schedule_passes_its_run_parameters():
+    params = "--param source=url_list --param input_paths=gs://b/urls.tsv --param overrides=train.steps=5"
+    args = parse(alignpipe_commands(substitution_values(_SCHEDULE_PARAMS=params))[step_of("schedule")["id"]])
+    assert args.param == [
+        "source=url_list",
+        "input_paths=gs://b/urls.tsv",
+        "overrides=train.steps=5",
+    ]
 
 
 def test_substitutions_are_declared_and_used_and_shell_scripts_take_them_from_env():

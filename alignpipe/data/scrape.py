@@ -49,7 +49,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from alignpipe import fs
 from alignpipe.config import Config, ScrapeConfig, beam_pipeline_args
-from alignpipe.data import shards
+from alignpipe.data import corpus, shards
 from alignpipe.data.crawl import allowed_hosts, crawl_host, host_of, is_allowed_host
 from alignpipe.data.download import UnitDownload, Use, image_line
 from alignpipe.data.entries import ImageEntry, PageRecord
@@ -114,6 +114,9 @@ class ScrapeReport:
 def run_scrape(cfg: Config, out_dir: str) -> ScrapeReport:
     """Runs (or resumes) the scrape into `out_dir` and returns its report.
 
+    With `scrape.corpus_dir`, the output's shards become a snapshot of that corpus and the
+    output lists every snapshot (`alignpipe.data.corpus`).
+
     Raises:
         InputError: no seed URLs (crawl), input paths that match no file, or a corrupt
             state in `scrape.state_dir`.
@@ -133,6 +136,9 @@ def run_scrape(cfg: Config, out_dir: str) -> ScrapeReport:
         plan_publish(staging, out_dir, run_ids, state_dir, generation, state)
     publish(staging, out_dir)
     report = ScrapeReport.from_outcomes(fs.read_json(fs.join(out_dir, REPORT_FILE))["outcomes"])
+    if cfg.scrape.corpus_dir:
+        corpus.add_snapshot(out_dir, cfg.scrape.corpus_dir, report.pairs_written)
+        corpus.write_listing(out_dir, corpus.snapshots(cfg.scrape.corpus_dir))
     log.info(
         "scrape: %d pages crawled, %d failed, %d <img> entries, %d pairs written in %.1f s",
         report.pages_crawled,

@@ -76,6 +76,7 @@ from PIL import Image
 
 from alignpipe import fs
 from alignpipe.config import Config, FilterConfig, beam_pipeline_args
+from alignpipe.data.corpus import input_folders
 from alignpipe.data.example_proto import Example
 from alignpipe.data.records import (
     SHARD_SUFFIX,
@@ -148,7 +149,8 @@ def run_filter(cfg: Config, in_dir: str, out_dir: str, previous_stats: dict | No
         cfg: thresholds from `cfg.filter`, evaluation sets from `cfg.eval`, Beam
             options from `cfg.runner.beam_args`, the vocabulary's size from
             `cfg.model.vocab_size`.
-        in_dir: folder of raw pair shards (`shard_pattern(in_dir)`).
+        in_dir: folder of raw pair shards (`shard_pattern(in_dir)`), or a scrape output whose
+            `corpus.json` lists the corpus snapshots to read (`alignpipe.data.corpus`).
         out_dir: output folder (created; earlier outputs of this stage are replaced).
         previous_stats: the last run's statistics; default: those of the output being
             replaced in `out_dir`, if any.
@@ -163,7 +165,8 @@ def run_filter(cfg: Config, in_dir: str, out_dir: str, previous_stats: dict | No
             malformed, an evaluation set is malformed or one of its images does not
             decode, or a shard record is not an `ImageTextPair` example.
     """
-    shards = fs.glob(shard_pattern(in_dir))
+    # a scrape with `scrape.corpus_dir` lists the corpus snapshots to read instead
+    shards = [path for folder in input_folders(in_dir) for path in fs.glob(shard_pattern(folder))]
     if not shards:
         raise InputError(f"filter input folder {in_dir!r} has no pair shards ({shard_pattern(in_dir)})")
     eval_images = evaluation_images_logged(cfg.eval)

@@ -13,6 +13,7 @@ import http.server
 import io
 import json
 import os
+import shutil
 import threading
 
 import numpy as np
@@ -21,12 +22,13 @@ from PIL import Image
 
 from alignpipe import fs
 from alignpipe.config import load_config
+from alignpipe.data import corpus
 from alignpipe.data.addresses import parse_networks
 from alignpipe.data.fetch import Fetcher, FetchPolicy, Validators
 from alignpipe.data.records import ImageTextPair, read_tfrecords, shard_pattern
 from alignpipe.data.scrape import run_scrape
 from alignpipe.data.scrape_state import current_state, read_image_states
-from alignpipe.errors import InputError
+from alignpipe.errors import ConfigError, InputError
 
 
 def png(seed: int) -> bytes:
@@ -108,8 +110,9 @@ def serve_site(root: str):
         server.server_close()
 
 
-def scrape(url: str, out_dir: str, state_dir: str = ""):
+def scrape(url: str, out_dir: str, state_dir: str = "", extra: list[str] = ()):
     overrides = [
+        *extra,
         f"scrape.seed_urls={url}",
         "scrape.allowed_networks=127.0.0.1/32",
         "scrape.use_sitemaps=false",
@@ -270,3 +273,43 @@ def test_validators_go_only_to_the_url_that_gave_them(tmp_path):
         ("/moved/a.png", first.etag),
         ("/etag/a.png", None),
     ]
+
+
+@pytest.mark.large
+def test_a_corpus_gathers_every_runs_new_pairs_for_the_filter(tmp_path):
+    root, state, corpus_dir = tmp_path / "site", str(tmp_path / "state"), str(tmp_path / "corpus")
+    write_site(root, SITE)
+
+    def union(out_dir: str) -> list[tuple[str, str]]:
+        return sorted(pair for folder in corpus.input_folders(out_dir) for pair in pairs_of(folder, url))
+
+    with serve_site(str(root)) as (url, _):
+        overrides = [f"scrape.corpus_dir={corpus_dir}"]
+        scrape(url, str(tmp_path / "run1"), state, overrides)
+        scrape(url, str(tmp_path / "run2"), state, overrides)  # nothing new: no snapshot
+        write_site(root, {"page2.html": '<img src="etag/d.png" alt="a brand new picture today">'})
+        write_site(root, {"etag/d.png": png(4)})
+        third = scrape(url, str(tmp_path / "run3"), state, overrides)
+
+    assert len(corpus.snapshots(corpus_dir)) == 2
+    # adding the same output again (a retried task) finds the snapshot made for it
+    assert (
+        corpus.add_snapshot(str(tmp_path / "run3"), corpus_dir, third.pairs_written)
+        == (corpus.snapshots(corpus_dir)[1])
+    )
+    assert len(corpus.snapshots(corpus_dir)) == 2
+    assert corpus.input_folders(str(tmp_path / "run2")) == corpus.snapshots(corpus_dir)[:1]
+    assert union(str(tmp_path / "run3")) == sorted(
+        pairs_of(str(tmp_path / "run1"), url) + pairs_of(str(tmp_path / "run3"), url)
+    )
+    assert ("etag/d.png", "a brand new picture today") in union(str(tmp_path / "run3"))
+    assert corpus.input_folders(str(tmp_path / "plain")) == [str(tmp_path / "plain")]
+
+    shutil.rmtree(corpus.snapshots(corpus_dir)[0])
+    with pytest.raises(InputError, match="is gone"):
+        corpus.input_folders(str(tmp_path / "run3"))
+
+
+def test_a_corpus_needs_a_state():
+    with pytest.raises(ConfigError, match="scrape.corpus_dir"):
+        load_config(overrides=["scrape.corpus_dir=/tmp/corpus"])

@@ -13,6 +13,7 @@ from PIL import Image
 
 from alignpipe import fs
 from alignpipe.config import load_config
+from alignpipe.data.corpus import SNAPSHOT_JSON, write_listing
 from alignpipe.data.eval_sets import evaluation_images
 from alignpipe.data.records import ImageTextPair, shard_pattern
 from alignpipe.errors import InputError
@@ -477,3 +478,24 @@ def test_contamination_counts_needs_the_filters_report(tmp_path):
     (tmp_path / "contamination.jsonl").write_text('{"eval_set": "coco"}\nnot json\n')
     with pytest.raises(InputError, match=r"contamination.jsonl:2: not a contamination record"):
         contamination_counts(str(tmp_path))
+
+
+@pytest.mark.large
+def test_a_scrape_listing_corpus_snapshots_is_filtered_as_their_union(tmp_path):
+    pairs, overrides = _build_corpus(tmp_path)
+    halves = {"snap-a": pairs[:20], "snap-b": pairs[20:]}  # shards of the same names in each
+    for name, part in halves.items():
+        _write_shards(tmp_path / "corpus" / name, [pair for pair, _ in part])
+        (tmp_path / "corpus" / name / SNAPSHOT_JSON).write_text("{}")
+    scrape_out = tmp_path / "scrape"
+    scrape_out.mkdir()
+    write_listing(str(scrape_out), [str(tmp_path / "corpus" / name) for name in halves])
+    cfg = load_config("local", "tiny", overrides)
+
+    report = run_filter(cfg, str(scrape_out), str(tmp_path / "filtered"))
+
+    expected = Counter(reason for _, reason in pairs if reason)
+    assert report.input_pairs == len(pairs) and report.dropped == {r: expected[r] for r in REASONS}
+    assert sorted(_read_pairs(tmp_path / "filtered"), key=repr) == sorted(
+        (p for p, r in pairs if r is None), key=repr
+    )

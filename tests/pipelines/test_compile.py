@@ -12,6 +12,14 @@ from pipelines.align_pipeline import compile_pipeline
 STAGE_TASKS = {"scrape", "filter-pairs", "train", "evaluate", "register"}
 
 
+def stage_tasks(spec: dict) -> dict:
+    """The tasks inside the exit handler, with those of its `anything-new` condition."""
+    tasks = dict(spec["components"]["comp-exit-handler-1"]["dag"]["tasks"])
+    for name in [n for n in tasks if n.startswith("condition-")]:
+        tasks.update(spec["components"][tasks.pop(name)["componentRef"]["name"]]["dag"]["tasks"])
+    return tasks
+
+
 def _compiled(tmp_path, overrides=()):
     cfg = load_config(
         "local",
@@ -27,12 +35,19 @@ def test_five_stages_inside_an_exit_handler(tmp_path):
     root = spec["root"]["dag"]["tasks"]
     assert set(root) == {"exit-handler-1", "finish-tracking"}
     assert root["finish-tracking"]["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
-    inner = spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]
-    assert set(inner) == STAGE_TASKS | {"start-tracking"}
-    assert (
-        inner["filter-pairs"]["inputs"]["artifacts"]["raw_pairs"]["taskOutputArtifact"]["producerTask"]
-        == "scrape"
+    handler = spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]
+    assert set(handler) == {"start-tracking", "scrape", "condition-2"}
+    # the later stages run only when the scrape brought something new
+    condition = handler["condition-2"]
+    assert condition["taskInfo"]["name"] == "anything-new"
+    assert condition["triggerPolicy"]["condition"] == (
+        "inputs.parameter_values['pipelinechannel--scrape-Output'] == true"
     )
+    inner = stage_tasks(spec)
+    assert set(inner) == STAGE_TASKS | {"start-tracking"}
+    assert inner["filter-pairs"]["inputs"]["artifacts"]["raw_pairs"] == {
+        "componentInputArtifact": "pipelinechannel--scrape-pairs"  # the scrape's, into the condition
+    }
     assert (
         inner["register"]["inputs"]["artifacts"]["eval_metrics"]["taskOutputArtifact"]["producerTask"]
         == "evaluate"
@@ -99,7 +114,7 @@ def test_vertex_template_sizes_every_task_and_has_no_local_store(tmp_path):
         assert "pip install" not in json.dumps(container), name
         expected = (8.0, 32.0) if name == "exec-evaluate" else (4.0, 16.0)
         assert (container["resources"]["cpuLimit"], container["resources"]["memoryLimit"]) == expected, name
-    tasks = spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]
+    tasks = stage_tasks(spec)
     ours = {name: task for name, task in tasks.items() if name != "custom-training-job"}
     assert all(task["retryPolicy"]["maxRetryCount"] == 2 for task in ours.values())
     default = Config.from_json(spec["root"]["inputDefinitions"]["parameters"]["config_json"]["defaultValue"])
@@ -113,7 +128,7 @@ def test_vertex_trains_in_a_tpu_custom_job(tmp_path):
         "vertex", "paper", VERTEX + ["runner.service_account=sa@my-project.iam.gserviceaccount.com"]
     )
     spec = yaml.safe_load(open(compile_pipeline(cfg, str(tmp_path / "align.yaml"))))
-    tasks = spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]
+    tasks = stage_tasks(spec)
     job = tasks["custom-training-job"]
     constants = {
         k: v["runtimeValue"]["constant"]
@@ -208,6 +223,10 @@ def test_each_run_chooses_its_inputs_sets_and_preset(tmp_path):
     assert run.scrape.source == "url_list" and run.scrape.input_paths == ("gs://b/cc3m.tsv",)
     assert run.eval.retrieval_sets == ("coco=gs://b/coco/dataset_coco.json",)
     assert (run.train.steps, run.register.margin) == (5, 0.01)
-    inner = spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]
-    consumed = inner["train"]["inputs"]["parameters"]["config_json"]["taskOutputParameter"]
+    inner = stage_tasks(spec)
+    consumed = inner["scrape"]["inputs"]["parameters"]["config_json"]["taskOutputParameter"]
     assert consumed["producerTask"] == "start-tracking"
+    # (into the condition's steps as the same channel)
+    assert inner["train"]["inputs"]["parameters"]["config_json"] == {
+        "componentInputParameter": "pipelinechannel--start-tracking-Output"
+    }
