@@ -189,6 +189,7 @@ def docker_runner(cfg: Config):
                 "before the last change): run `make docker-images` again"
             )
     client.close()
+    os.makedirs(cfg.runner.work_dir, exist_ok=True)  # bound before anything is written there
     return local.DockerRunner(
         user=f"{os.getuid()}:{os.getgid()}",
         network_mode="host",
