@@ -11,17 +11,20 @@ The corpus rules ask per key (image, normalised alt-text) whether it has more th
 of distinct partners. `DecideBatches` answers them with joins whose elements are batches too:
 each pair batch is cut into `buckets` pieces by a stable hash of the key (`joins.key_buckets`),
 one GroupByKey per bucket brings every row of that bucket's keys together, and `KeysOverCap`
-counts each key's distinct partners, capped one past the threshold, then names the rows of the
-keys over it. A bucket holds about 1 / `buckets` of the corpus and a key's count never more
-than the cap, so a popular key ("logo") costs no more memory than any other. The flagged rows
-go back to their batch (a join on the batch id) and the rules are applied to the whole batch at
-once (`reference.outcome_codes`, the vectorised rules the pandas reference applies).
+counts each key's distinct partners over the whole bucket at once (pandas factorize / unique),
+then names the rows of the keys over the threshold. A bucket holds about 1 / `buckets` of the
+corpus and the count costs per row, not per key, so a popular key ("logo") costs no more than
+its rows. The flagged rows go back to their batch (a join on the batch id) and the rules are
+applied to the whole batch at once (`reference.outcome_codes`, the vectorised rules the pandas
+reference applies). One DoFn per side of the joins reads a batch (`_KeysOfBatch`, then
+`SummariseBatch`): Beam's SDK encodes the first elements of every output it hands on to size
+them, and a batch is large.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
+from json.encoder import encode_basestring
 
 import apache_beam as beam
 import numpy as np
@@ -33,11 +36,21 @@ from alignpipe.filtering.facts import METADATA_COLUMNS, PairMeta
 from alignpipe.filtering.joins import KeysOverCap, bucket_pieces, key_buckets
 from alignpipe.filtering.reference import KEPT, outcome_codes
 from alignpipe.filtering.rules import NO_UNSAFE_WORDS, REASONS, UnsafeWordList, normalise_alt_text
+from alignpipe.filtering.stats import CorpusStatsAccumulator
 from alignpipe.filtering.vocabulary import RareTexts
 
 BATCH_ROWS = 65_536  # pairs per batch: one parquet chunk, or one shard's records in order
+MAX_JOIN_BUCKETS = 1024  # at most this many pieces per batch and join (see `join_buckets`)
 REASON = "reason"  # the column of a decided batch: index in REASONS, or KEPT
 _FLAGGED_RULES = ("image_too_many_alts", "text_shared_by_too_many_images", "text_rare_token")
+
+
+def join_buckets(input_files: int) -> int:
+    """The buckets of `DecideBatches`' joins for a corpus of `input_files` files: one per file
+    (a bucket near a file's size), at most `MAX_JOIN_BUCKETS`, so that a corpus of many small
+    files is not cut into pieces of a few rows (one Beam element each); at 1B pairs a bucket
+    then holds about 1M rows."""
+    return max(1, min(input_files, MAX_JOIN_BUCKETS))
 
 
 def with_alt_texts(frame: pd.DataFrame) -> pd.DataFrame:
@@ -75,18 +88,60 @@ def dropped_lines(frame: pd.DataFrame) -> list[str]:
     dropped = frame[frame[REASON] != KEPT]
     if not len(dropped):
         return []
-    rows = zip(
-        *(dropped[c].tolist() for c in ("image_url", "page_url", "sha256", "text")),
-        np.array(REASONS, dtype=object)[dropped[REASON].to_numpy()].tolist(),
-        strict=True,
-    )
-    keys = ("image_url", "page_url", "sha256", "text", "reason")
-    return ["\n".join(json.dumps(dict(zip(keys, row, strict=True)), ensure_ascii=False) for row in rows)]
+    # json.dumps(row, ensure_ascii=False) of each row's dict, its strings encoded column by column
+    columns = [
+        map(encode_basestring, dropped[c].tolist()) for c in ("image_url", "page_url", "sha256", "text")
+    ]
+    reasons = np.array([encode_basestring(r) for r in REASONS], dtype=object)[dropped[REASON].to_numpy()]
+    rows = zip(*columns, reasons.tolist(), strict=True)
+    return [
+        "\n".join(
+            f'{{"image_url": {u}, "page_url": {p}, "sha256": {h}, "text": {t}, "reason": {r}}}'
+            for u, p, h, t, r in rows
+        )
+    ]
 
 
 def outcome_counts(frame: pd.DataFrame) -> np.ndarray:
     """Pairs per outcome code of a decided batch, int array of shape [len(REASONS) + 1]."""
     return np.bincount(frame[REASON].to_numpy(np.int64), minlength=KEPT + 1)
+
+
+def kept_pairs_stats(frame: pd.DataFrame) -> CorpusStatsAccumulator:
+    """The statistics (`stats.CorpusStatsAccumulator`) of a decided batch's kept pairs."""
+    kept = frame[frame[REASON] == KEPT]
+    accumulator = CorpusStatsAccumulator()
+    accumulator.add_frame(*(kept[c].to_numpy() for c in ("text", "sha256", "width", "height", "alt")))
+    return accumulator
+
+
+class SummariseBatch(beam.DoFn):
+    """A decided batch -> its outcome counts (`outcome_counts`), and as tagged outputs its
+    dropped pairs' lines ("dropped", `dropped_lines`) and its kept pairs' statistics ("stats",
+    `kept_pairs_stats`): one consumer of the batch instead of three."""
+
+    def process(self, frame: pd.DataFrame):
+        yield outcome_counts(frame)
+        for lines in dropped_lines(frame):
+            yield beam.pvalue.TaggedOutput("dropped", lines)
+        yield beam.pvalue.TaggedOutput("stats", kept_pairs_stats(frame))
+
+
+class _KeysOfBatch(beam.DoFn):
+    """A `PairBatch` -> its pairs per normalised alt-text (a Series indexed by the text), and as
+    tagged outputs its `bucket_pieces` by image ("image_pieces") and by alt-text ("text_pieces"):
+    one consumer of the batch besides the final join, instead of three."""
+
+    def __init__(self, buckets: int):
+        self.buckets = buckets
+
+    def process(self, batch):
+        batch_id, frame = batch
+        yield frame["alt"].value_counts(sort=False)
+        for piece in bucket_pieces(batch_id, frame, "sha256", "alt", self.buckets):
+            yield beam.pvalue.TaggedOutput("image_pieces", piece)
+        for piece in bucket_pieces(batch_id, frame, "alt", "sha256", self.buckets):
+            yield beam.pvalue.TaggedOutput("text_pieces", piece)
 
 
 class _DecideBatch(beam.DoFn):
@@ -117,7 +172,7 @@ class DecideBatches(beam.PTransform):
         unsafe_index: a singleton PCollection of the blocklist's `PHashIndex`.
         words: the `text_unsafe` rule's list (empty: rule off).
         buckets: pieces each batch is cut into per join; about 1 / buckets of the corpus meets
-            on one worker (one per input file keeps a bucket near a file's size).
+            on one worker (`join_buckets`).
     """
 
     def __init__(
@@ -134,21 +189,18 @@ class DecideBatches(beam.PTransform):
 
     def expand(self, batches):
         cfg, buckets = self.cfg, self.buckets
-        rare_texts = (
-            batches
-            | "TextCounts" >> beam.MapTuple(lambda _, frame: frame["alt"].value_counts().to_dict())
-            | "RareTexts"
-            >> RareTexts(cfg.rare_token_vocab_size, cfg.rare_token_min_word_share, cfg.hot_key_pairs, buckets)
+        keys = batches | "Keys" >> beam.ParDo(_KeysOfBatch(buckets)).with_outputs(
+            "image_pieces", "text_pieces", main="text_counts"
+        )
+        rare_texts = keys.text_counts | "RareTexts" >> RareTexts(
+            cfg.rare_token_vocab_size, cfg.rare_token_min_word_share, cfg.hot_key_pairs, buckets
         )
         image_flags = (
-            batches
-            | "ImagePieces" >> beam.FlatMap(lambda batch: bucket_pieces(*batch, "sha256", "alt", buckets))
+            keys.image_pieces
             | "ByImageBucket" >> beam.GroupByKey()
             | "ImagesOverCap" >> beam.ParDo(KeysOverCap("image_too_many_alts", cfg.max_alts_per_image))
         )
-        text_pieces = batches | "TextPieces" >> beam.FlatMap(
-            lambda batch: bucket_pieces(*batch, "alt", "sha256", buckets)
-        )
+        text_pieces = keys.text_pieces
         listed = rare_texts | "RareByBucket" >> beam.Map(
             lambda text: (int(key_buckets([text], buckets)[0]), text)
         )

@@ -3,13 +3,13 @@
 Web data is skewed: one boilerplate alt-text ("logo") sits on millions of pages, one spacer
 image carries thousands of alt-texts, the token "the" is in most texts. A GroupByKey sends
 all of a key's elements to one worker; these transforms never do that for a popular key:
-`KeysOverCap` groups buckets of keys (`bucket_pieces`) and caps what it keeps per key,
+`KeysOverCap` groups buckets of keys (`bucket_pieces`) and counts them with pandas,
 `AttachStats` sends a popular key's statistics through a side input.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import apache_beam as beam
 import numpy as np
@@ -18,7 +18,9 @@ import pandas as pd
 
 def key_buckets(keys: Sequence[str], buckets: int) -> np.ndarray:
     """Per key, its bucket in [0, buckets), int array: a stable hash, the same on every worker."""
-    hashes = pd.util.hash_array(np.asarray(keys, dtype=object))  # SipHash with a fixed key
+    # SipHash with a fixed key; `categorize` (hash the distinct keys once) only changes the speed,
+    # and factorizing first costs more than hashing every key
+    hashes = pd.util.hash_array(np.asarray(keys, dtype=object), categorize=False)
     return (hashes % np.uint64(buckets)).astype(np.int64)
 
 
@@ -43,10 +45,12 @@ class KeysOverCap(beam.DoFn):
     """(bucket, pieces of `bucket_pieces`) -> (batch id, (rule, rows)) for the rows whose key
     has more than `most` distinct values in the whole bucket (so in the corpus).
 
-    A rule only asks whether a count exceeds its threshold, so each key keeps at most
-    `most` + 1 values: a key's popularity (an alt-text on millions of pages) costs nothing
-    more. With `listed` (a rule name) the element is (bucket, {"pieces": ..., "listed": keys})
-    and the rows of a listed key are also flagged, under `listed`.
+    The bucket's pieces are counted with pandas (`keys_over`) in chunks reduced to at most
+    `most` + 1 values per key (a rule only asks whether a count exceeds its threshold), so a key's
+    popularity (an alt-text on millions of pages) costs no memory and the group is never held
+    whole; a second pass over the pieces names the rows. With `listed`
+    (a rule name) the element is (bucket, {"pieces": ..., "listed": keys}) and the rows of a
+    listed key are also flagged, under `listed`.
     """
 
     def __init__(self, rule: str, most: int, listed: str = ""):
@@ -54,25 +58,59 @@ class KeysOverCap(beam.DoFn):
 
     def process(self, element) -> Iterator[tuple]:
         _, grouped = element
-        pieces, listed = (grouped["pieces"], set(grouped["listed"])) if self.listed else (grouped, set())
-        over = self._keys_over_cap(pieces)
+        pieces, listed = (grouped["pieces"], list(grouped["listed"])) if self.listed else (grouped, [])
+        over = keys_over(((keys, values) for _, _, keys, values in pieces), self.most)
         for batch_id, rows, keys, _ in pieces:
+            index = pd.Index(keys)
             for rule, flagged in ((self.rule, over), (self.listed, listed)):
-                if flagged:
-                    hit = np.fromiter((key in flagged for key in keys.tolist()), bool, len(keys))
+                if len(flagged):
+                    hit = index.isin(flagged)
                     if hit.any():
                         yield batch_id, (rule, rows[hit])
 
-    def _keys_over_cap(self, pieces) -> set:
-        cap, seen = self.most + 1, {}
-        for _, _, keys, values in pieces:
-            for key, value in zip(keys.tolist(), values.tolist(), strict=True):
-                partners = seen.get(key)
-                if partners is None:
-                    seen[key] = {value}
-                elif len(partners) < cap:
-                    partners.add(value)
-        return {key for key, partners in seen.items() if len(partners) > self.most}
+
+COMPACT_ROWS = 1 << 20  # rows of (key, value) held before `keys_over` drops what it does not need
+
+
+def keys_over(pieces: Iterable[tuple[np.ndarray, np.ndarray]], most: int) -> list:
+    """The keys with more than `most` distinct values over all (keys, values) pieces, each
+    pair of object arrays of one length; `None` is a key or value like any other.
+
+    Pieces are gathered up to `COMPACT_ROWS` rows, then reduced to their distinct pairs with at
+    most `most` + 1 values per key: memory stays within that budget plus the capped table,
+    however many rows one key has.
+    """
+    held: list[tuple[np.ndarray, np.ndarray]] = []
+    rows = 0
+    for keys, values in pieces:
+        held.append((keys, values))
+        rows += len(keys)
+        if rows > COMPACT_ROWS:
+            held = [_capped(held, most)]
+            rows = len(held[0][0])
+    if not held:
+        return []
+    keys, _ = _capped(held, most)
+    key_ids, distinct = pd.factorize(keys, use_na_sentinel=False)
+    over = distinct[np.bincount(key_ids, minlength=len(distinct)) > most]
+    return [None if pd.isna(key) else key for key in over]  # (factorize's NaN for None)
+
+
+def _capped(pieces: list[tuple[np.ndarray, np.ndarray]], most: int) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct (key, value) pairs of `pieces`, at most `most` + 1 per key (in first-seen
+    order), as (keys, values)."""
+    key_ids, keys = pd.factorize(np.concatenate([k for k, _ in pieces]), use_na_sentinel=False)
+    value_ids, values = pd.factorize(np.concatenate([v for _, v in pieces]), use_na_sentinel=False)
+    width = max(len(values), 1)
+    pairs = pd.unique(key_ids.astype(np.int64) * width + value_ids)  # distinct, first-seen order
+    pair_keys = pairs // width
+    order = np.argsort(pair_keys, kind="stable")
+    sorted_keys = pair_keys[order]
+    starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+    rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+    kept = np.sort(order[rank <= most])
+    keys, values = np.asarray(keys, dtype=object), np.asarray(values, dtype=object)
+    return keys[pair_keys[kept]], values[pairs[kept] % width]
 
 
 class _SplitHot(beam.DoFn):

@@ -42,12 +42,12 @@ because Beam's per-element cost, not the rules, is what a pair-per-element pipel
     evaluation images (set, path) -> pHash -> PHashIndex, (set, path)s by pHash (side inputs)
     blocklist file    -> PHashIndex (side input)
 
-Hot keys: the joins group buckets of keys (one bucket per input file), not keys, and count
-each key's distinct partners only up to one past the rule's threshold (`KeysOverCap`), so
-boilerplate alt-texts ("logo") and images on every page cost the same as any other. The
-joins group small metadata records, which a distributed runner streams; image bytes are never
-shuffled: they are read twice, sequentially, shard by shard (once for metadata, once to copy
-the kept records out).
+Hot keys: the joins group buckets of keys (one bucket per input file, at most
+`batches.MAX_JOIN_BUCKETS`), not keys, and count each key's distinct partners over the whole
+bucket at once with pandas (`KeysOverCap`), so boilerplate alt-texts ("logo") and images on
+every page cost the same as any other. The joins group small metadata records, which a
+distributed runner streams; image bytes are never shuffled: they are read twice, sequentially,
+shard by shard (once for metadata, once to copy the kept records out).
 
 The side inputs are small: the pHash indexes of the evaluation images (and their set
 and path by pHash) and of the blocklist (thousands to millions of 64-bit ints) and the
@@ -90,10 +90,10 @@ from alignpipe.errors import InputError
 from alignpipe.filtering.batches import (
     BATCH_ROWS,
     DecideBatches,
+    SummariseBatch,
     batch_of_metas,
     decided_pairs,
-    dropped_lines,
-    outcome_counts,
+    join_buckets,
     with_alt_texts,
 )
 from alignpipe.filtering.contamination import (
@@ -111,7 +111,7 @@ from alignpipe.filtering.stats import (
     DRIFT_JSON,
     STATS_JSON,
     STATS_PNG,
-    CorpusStatsOfBatchesFn,
+    MergedCorpusStatsFn,
     drift_report,
     plot_stats,
     write_stats_json,
@@ -194,7 +194,7 @@ def run_filter(cfg: Config, in_dir: str, out_dir: str, previous_stats: dict | No
         batches = shard_paths | "ReadMetadata" >> beam.ParDo(_ReadShardMetadata(cfg.filter.nsfw_image_scorer))
         eval_index, eval_by_hash, unsafe_index = _hash_indexes(p, cfg.filter, eval_images)
         decided = batches | "Decide" >> DecideBatches(
-            cfg.filter, eval_index, unsafe_index, words, len(shards)
+            cfg.filter, eval_index, unsafe_index, words, join_buckets(len(shards))
         )
         decisions = decided | "PairDecisions" >> beam.FlatMap(decided_pairs)
         write_contamination(decisions, eval_index, eval_by_hash, cfg.filter, out_dir)
@@ -428,18 +428,19 @@ def _write_vocabulary(decisions, shard_paths: list[str], vocab_size: int, out_di
 def _write_report(decided, cfg: FilterConfig, out_dir: str, counts_path: str) -> None:
     """The dropped pairs' JSON lines, the outcome counts and the kept pairs' statistics (one
     small JSON file, read back into the funnel and the statistics), from the decided batches."""
+    summaries = decided | "Summarise" >> beam.ParDo(SummariseBatch()).with_outputs(
+        "dropped", "stats", main="outcomes"
+    )
     (
-        decided
-        | "Dropped" >> beam.FlatMap(dropped_lines)  # one element of many lines per batch
+        summaries.dropped  # one element of many lines per batch
         | "WriteDropped"
         >> beam.io.WriteToText(
             fs.join(out_dir, DROPPED_PREFIX), file_name_suffix=DROPPED_SUFFIX, num_shards=cfg.num_shards
         )
     )
-    stats = decided | "CorpusStats" >> beam.CombineGlobally(CorpusStatsOfBatchesFn())
+    stats = summaries.stats | "CorpusStats" >> beam.CombineGlobally(MergedCorpusStatsFn())
     (
-        decided
-        | "Outcomes" >> beam.Map(outcome_counts)
+        summaries.outcomes
         | "CountOutcomes" >> beam.CombineGlobally(lambda counts: sum(counts, np.zeros(len(REASONS) + 1, int)))
         | "CountsJson"
         >> beam.Map(
@@ -478,7 +479,9 @@ def run_filter_metadata(cfg: Config, metadata_pattern: str, out_dir: str) -> Fun
         batches = p | "Files" >> beam.Create(paths) | "ReadMetadata" >> beam.FlatMap(read_metadata_batches)
         no_hashes = p | "NoHashes" >> beam.Create([PHashIndex([], radius=0)])
         words = _unsafe_words(cfg.filter)
-        decided = batches | "Decide" >> DecideBatches(cfg.filter, no_hashes, no_hashes, words, len(paths))
+        decided = batches | "Decide" >> DecideBatches(
+            cfg.filter, no_hashes, no_hashes, words, join_buckets(len(paths))
+        )
         _write_report(decided, cfg.filter, out_dir, counts_path)
     counts = fs.read_json(counts_path)
     fs.delete([counts_path])

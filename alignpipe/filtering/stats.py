@@ -99,6 +99,12 @@ class DistinctSketch:
         if len(self.hashes) >= 2 * self.size:
             self._prune()
 
+    def add_all(self, values: Iterable[str]) -> None:
+        """`add` of each value (distinct or not), pruning once at the end."""
+        self.hashes.update(map(_hash64, values))
+        if len(self.hashes) >= 2 * self.size:
+            self._prune()
+
     def merge(self, other: DistinctSketch) -> None:
         self.hashes |= other.hashes
         self._prune()
@@ -174,24 +180,31 @@ class CorpusStatsAccumulator:
         self.aspect_ratio[aspect_ratio_bucket(meta.width, meta.height)] += 1
         self.script[alt_text_script(meta.text)] += 1
 
-    def add_frame(self, texts: list[str], sha256s: list[str], widths, heights) -> None:
+    def add_frame(self, texts, sha256s, widths, heights, alts=None) -> None:
         """`add` of many pairs at once (columns of equal length): the same state, with each
-        distinct text, image and word handled once and the size buckets computed on arrays."""
+        distinct text, image and word handled once and the size buckets computed on arrays.
+
+        `alts`, when given, is each text's `normalise_alt_text` (its unigrams joined by single
+        spaces), so the words are split off it instead of found again with the regex.
+        """
         import numpy as np
         import pandas as pd
 
         text_ids, distinct_texts = pd.factorize(pd.Series(texts, dtype=object))
         pairs_per_text = np.bincount(text_ids, minlength=len(distinct_texts))
-        words_of_text = [alt_unigrams(text) for text in distinct_texts]
+        if alts is None:
+            words_of_text = [alt_unigrams(text) for text in distinct_texts]
+        else:  # the alt of each distinct text, from its first pair
+            first = np.full(len(distinct_texts), len(text_ids), dtype=np.int64)
+            np.minimum.at(first, text_ids, np.arange(len(text_ids)))
+            words_of_text = [alt.split() for alt in np.asarray(alts, dtype=object)[first].tolist()]
         lengths = np.array([len(words) for words in words_of_text], dtype=np.int64)
         self.pairs += len(texts)
         self.alt_words_sum += int((lengths * pairs_per_text).sum())
         buckets = np.bincount(np.minimum(lengths, ALT_WORDS_OVERFLOW), pairs_per_text, ALT_WORDS_OVERFLOW + 1)
         self.alt_words = [a + int(b) for a, b in zip(self.alt_words, buckets, strict=True)]
-        for sha256 in set(sha256s):
-            self.images.add(sha256)
-        for word in {word for words in words_of_text for word in words}:
-            self.vocabulary.add(word)
+        self.images.add_all(set(sha256s))
+        self.vocabulary.add_all({word for words in words_of_text for word in words})
         for text, pairs in zip(distinct_texts, pairs_per_text.tolist(), strict=True):
             self.script[alt_text_script(text)] += pairs
         width, height = np.asarray(widths, dtype=np.int64), np.asarray(heights, dtype=np.int64)
@@ -278,19 +291,14 @@ class CorpusStatsFn(beam.CombineFn):
         return accumulator.to_dict()
 
 
-class CorpusStatsOfBatchesFn(CorpusStatsFn):
-    """`CorpusStatsFn` over the kept pairs of decided batches (`batches.DecideBatches`): each
-    input is a frame with the columns of `PairMeta` and `reason`, kept where it is `KEPT`."""
+class MergedCorpusStatsFn(CorpusStatsFn):
+    """`CorpusStatsFn` over `CorpusStatsAccumulator`s built elsewhere (one per batch of pairs,
+    `batches.kept_pairs_stats`), merged."""
 
-    def add_input(self, accumulator: CorpusStatsAccumulator, frame) -> CorpusStatsAccumulator:
-        from alignpipe.filtering.batches import REASON
-        from alignpipe.filtering.reference import KEPT
-
-        kept = frame[frame[REASON] == KEPT]
-        columns = ("text", "sha256", "width", "height")
-        accumulator.add_frame(
-            *(kept[c].tolist() if c in ("text", "sha256") else kept[c].to_numpy() for c in columns)
-        )
+    def add_input(
+        self, accumulator: CorpusStatsAccumulator, other: CorpusStatsAccumulator
+    ) -> CorpusStatsAccumulator:
+        accumulator.merge(other)
         return accumulator
 
 

@@ -41,15 +41,15 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from fractions import Fraction
+from itertools import chain
 
 import apache_beam as beam
-from apache_beam.transforms.window import GlobalWindow
-from apache_beam.utils.windowed_value import WindowedValue
+import numpy as np
+import pandas as pd
 
 from alignpipe.filtering.joins import AttachStats, key_buckets
-from alignpipe.filtering.rules import alt_unigrams_and_bigrams
 
 RankKey = tuple[int, int, str]
 BUCKET_SHIFT = 48  # level-2 buckets: the top 16 bits of the 64-bit token hash
@@ -188,18 +188,77 @@ class TopKCutoff(beam.PTransform):
         )
 
 
+def normalised_tokens(alt: str) -> list[str]:
+    """`rules.alt_unigrams_and_bigrams` of a normalised alt-text (`rules.normalise_alt_text`).
+
+    A normalised text is its unigrams joined by single spaces, and tokenizing a unigram again
+    gives it back (lowercasing is idempotent on every code point), so splitting is enough.
+    """
+    words = alt.split()
+    return words + [f"{a} {b}" for a, b in zip(words, words[1:], strict=False)]
+
+
+def token_counts(alts: np.ndarray, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Occurrences of each unigram and bigram in normalised alt-texts carried by `pairs` pairs.
+
+    Args:
+        alts: distinct normalised alt-texts, object array of shape [texts].
+        pairs: the pairs that carry each, int array of shape [texts].
+
+    Returns:
+        (tokens, counts): distinct tokens, object array of shape [tokens], and int64 counts
+        (every occurrence in every pair counted, as `alt_unigrams_and_bigrams` lists them).
+    """
+    words_of_text = [alt.split() for alt in alts.tolist()]
+    lengths = np.fromiter(map(len, words_of_text), np.int64, len(words_of_text))
+    words = np.array(list(chain.from_iterable(words_of_text)), dtype=object)
+    weights = np.repeat(np.asarray(pairs, dtype=np.int64), lengths)
+    follows = np.ones(len(words), dtype=bool)  # word i and word i + 1 are in one text
+    follows[np.cumsum(lengths)[lengths > 0] - 1] = False
+    first = np.flatnonzero(follows)
+    bigrams = words[first] + " " + words[first + 1]
+    ids, tokens = pd.factorize(np.concatenate([words, bigrams]))
+    counts = np.bincount(ids, np.concatenate([weights, weights[first]]), len(tokens))
+    return np.asarray(tokens, dtype=object), counts.astype(np.int64)
+
+
+def _summed(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """(tokens, counts) parts as one, each token once with its counts summed."""
+    if len(parts) == 1:
+        return parts[0]
+    if not parts:
+        return np.array([], dtype=object), np.array([], dtype=np.int64)
+    ids, tokens = pd.factorize(np.concatenate([tokens for tokens, _ in parts]))
+    counts = np.bincount(ids, np.concatenate([counts for _, counts in parts]), len(tokens))
+    return np.asarray(tokens, dtype=object), counts.astype(np.int64)
+
+
+def bucketed_token_counts(text_counts: pd.Series, buckets: int) -> Iterator[tuple]:
+    """Pairs per normalised alt-text (a Series indexed by text) -> (bucket, (tokens, counts))
+    per bucket of `joins.key_buckets` that has tokens (see `token_counts`)."""
+    tokens, counts = token_counts(text_counts.index.to_numpy(object), text_counts.to_numpy(np.int64))
+    of_token = key_buckets(tokens, buckets)
+    order = np.argsort(of_token, kind="stable")
+    bounds = np.searchsorted(of_token[order], np.arange(buckets + 1))
+    for bucket in range(buckets):
+        rows = order[bounds[bucket] : bounds[bucket + 1]]
+        if len(rows):
+            yield bucket, (tokens[rows], counts[rows])
+
+
 class RareTexts(beam.PTransform):
     """Counts of normalised alt-texts -> each normalised text with a token outside the vocabulary.
 
-    The input holds dicts of normalised alt-text -> pairs that carry it (one per batch of
-    pairs; a text may be in many). The vocabulary is the top `k` unigrams + bigrams counted
-    over those pairs (every pair's occurrences count), less the words seen fewer than
+    The input holds pandas Series of pairs per normalised alt-text (the index; one Series per
+    batch of pairs, a text may be in many). The vocabulary is the top `k` unigrams + bigrams
+    counted over those pairs (every pair's occurrences count), less the words seen fewer than
     `min_word_count(number of pairs, min_word_share)` times. Each text with a unigram or bigram
     outside it appears once in the output; `rules.alt_has_rare_token` holds exactly for those.
 
-    Token counts travel as one dict per bundle and bucket (`buckets` of them), not one element
-    per token. Below K distinct tokens with no minimum word count (at the paper's K = 100M:
-    every corpus short of web scale) every token is in, and nothing more is computed.
+    Token counts travel as arrays, (tokens, counts), one per batch and bucket (`buckets` of
+    them), summed with pandas, not one element per token. Below K distinct tokens with no
+    minimum word count (at the paper's K = 100M: every corpus short of web scale) every token
+    is in, and nothing more is computed.
 
     Args:
         k: the top-K size.
@@ -214,21 +273,22 @@ class RareTexts(beam.PTransform):
         self.k, self.min_word_share, self.hot, self.buckets = k, min_word_share, hot, buckets
 
     def expand(self, text_counts):
-        k = self.k
+        k, buckets = self.k, self.buckets
+        text_counts = text_counts | "AsSeries" >> beam.Map(pd.Series, dtype=np.int64)
         counts_by_bucket = (
             text_counts
-            | "Tokens" >> beam.ParDo(_CountTokens(self.buckets))
+            | "Tokens" >> beam.FlatMap(bucketed_token_counts, buckets)
             | "CountTokens" >> beam.CombinePerKey(_SumCounts())
         )
         min_count = (
             text_counts
-            | "Pairs" >> beam.Map(lambda counts: sum(counts.values()))
+            | "Pairs" >> beam.Map(lambda counts: int(counts.sum()))
             | "CountPairs" >> beam.CombineGlobally(sum)
             | "MinWordCount" >> beam.Map(min_word_count, self.min_word_share)
         )
         everything_in = (
             counts_by_bucket
-            | "DistinctTokens" >> beam.MapTuple(lambda _, counts: len(counts))
+            | "DistinctTokens" >> beam.MapTuple(lambda _, counts: len(counts[0]))
             | "CountDistinctTokens" >> beam.CombineGlobally(sum)
             | "EverythingIn"
             >> beam.Map(
@@ -236,7 +296,8 @@ class RareTexts(beam.PTransform):
             )
         )
         token_counts = counts_by_bucket | "TokenCounts" >> beam.FlatMap(
-            lambda kv, all_in: [] if all_in else kv[1].items(), beam.pvalue.AsSingleton(everything_in)
+            lambda kv, all_in: [] if all_in else zip(kv[1][0].tolist(), kv[1][1].tolist(), strict=True),
+            beam.pvalue.AsSingleton(everything_in),
         )
         cutoff = token_counts | "TopK" >> TopKCutoff(k)
         membership = token_counts | "Membership" >> beam.Map(
@@ -248,11 +309,11 @@ class RareTexts(beam.PTransform):
             text_counts
             | "TextsToCheck"
             >> beam.FlatMap(
-                lambda counts, all_in: [] if all_in else list(counts), beam.pvalue.AsSingleton(everything_in)
+                lambda counts, all_in: [] if all_in else counts.index.tolist(),
+                beam.pvalue.AsSingleton(everything_in),
             )
             | "DistinctTexts" >> beam.Distinct()
-            | "TokensOfText"
-            >> beam.FlatMap(lambda text: [(t, text) for t in set(alt_unigrams_and_bigrams(text))])
+            | "TokensOfText" >> beam.FlatMap(lambda text: [(t, text) for t in set(normalised_tokens(text))])
             | "WithMembership" >> AttachStats(membership, False, self.hot)
             | "OutsideVocabulary" >> beam.FlatMapTuple(lambda text, member: [] if member else [text])
             | "RareTextsOnce" >> beam.Distinct()
@@ -260,59 +321,19 @@ class RareTexts(beam.PTransform):
 
 
 class _SumCounts(beam.CombineFn):
-    """Dicts of token -> count, summed."""
+    """(tokens, counts) arrays, summed per token; an accumulator holds a few parts at most."""
 
-    def create_accumulator(self) -> dict[str, int]:
-        return {}
+    MAX_PARTS = 16
 
-    def add_input(self, total: dict[str, int], counts: dict[str, int]) -> dict[str, int]:
-        for token, count in counts.items():
-            total[token] = total.get(token, 0) + count
-        return total
+    def create_accumulator(self) -> list:
+        return []
 
-    def merge_accumulators(self, accumulators: Iterable[dict[str, int]]) -> dict[str, int]:
-        accumulators = iter(accumulators)
-        total = next(accumulators, {})
-        for counts in accumulators:
-            self.add_input(total, counts)
-        return total
+    def add_input(self, parts: list, counts: tuple[np.ndarray, np.ndarray]) -> list:
+        parts.append(counts)
+        return [_summed(parts)] if len(parts) >= self.MAX_PARTS else parts
 
-    def extract_output(self, total: dict[str, int]) -> dict[str, int]:
-        return total
+    def merge_accumulators(self, accumulators: Iterable[list]) -> list:
+        return [_summed([part for parts in accumulators for part in parts])]
 
-
-class _CountTokens(beam.DoFn):
-    """Dicts of normalised alt-text -> pairs -> (bucket, {token: occurrences}): partial counts
-    from one dictionary per bundle, cut by the token's bucket (flushed at `FLUSH_AT` tokens, so
-    its memory is bounded)."""
-
-    FLUSH_AT = 1_000_000
-
-    def __init__(self, buckets: int):
-        self.buckets = buckets
-
-    def start_bundle(self) -> None:
-        self.counts: dict[str, int] = {}
-
-    def process(self, text_counts: dict[str, int]):
-        counts = self.counts
-        for text, pairs in text_counts.items():
-            for token in alt_unigrams_and_bigrams(text):
-                counts[token] = counts.get(token, 0) + pairs
-        if len(counts) >= self.FLUSH_AT:
-            yield from self._flush()
-
-    def finish_bundle(self):
-        for bucket_counts in self._flush():
-            yield WindowedValue(bucket_counts, GlobalWindow().max_timestamp(), [GlobalWindow()])
-
-    def _flush(self):
-        counts, self.counts = self.counts, {}
-        if not counts:
-            return
-        tokens = list(counts)
-        of_token = key_buckets(tokens, self.buckets)
-        pieces: dict[int, dict[str, int]] = {}
-        for token, bucket in zip(tokens, of_token.tolist(), strict=True):
-            pieces.setdefault(bucket, {})[token] = counts[token]
-        yield from pieces.items()
+    def extract_output(self, parts: list) -> tuple[np.ndarray, np.ndarray]:
+        return _summed(parts)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import json
 
 import apache_beam as beam
 import numpy as np
@@ -17,8 +18,12 @@ from PIL import Image
 from alignpipe.config import IN_PROCESS_RUNNER
 from alignpipe.data.records import ImageTextPair, TFRecordWriter, iter_tfrecords, read_tfrecords
 from alignpipe.errors import InputError
-from alignpipe.filtering.joins import AttachStats, KeysOverCap, bucket_pieces, key_buckets
+from alignpipe.filtering import joins
+from alignpipe.filtering.batches import MAX_JOIN_BUCKETS, REASON, dropped_lines, join_buckets
+from alignpipe.filtering.joins import AttachStats, KeysOverCap, bucket_pieces, key_buckets, keys_over
 from alignpipe.filtering.pipeline import pair_metadata
+from alignpipe.filtering.reference import KEPT
+from alignpipe.filtering.rules import REASONS
 from alignpipe.imaging.decode import describe_image
 from alignpipe.imaging.phash import hamming, phash
 from tests.filtering.conftest import encode, make_scene
@@ -80,7 +85,9 @@ def test_streamed_records_equal_the_whole_file_read_and_a_cut_file_is_an_error()
         list(iter_tfrecords(io.BytesIO(cut)))
 
 
-def test_keys_over_a_cap_are_flagged_in_every_batch_whatever_a_keys_popularity():
+def test_keys_over_a_cap_are_flagged_in_every_batch_whatever_a_keys_popularity(
+    monkeypatch,
+):
     hot = [("logo", f"image-{i}") for i in range(20_000)]
     cold = [("a red circle", "image-1"), ("a red circle", "image-2"), ("a red circle", "image-1")]
     batches = [(f"batch-{n}", pd.DataFrame((hot + cold)[n::3], columns=["alt", "sha256"])) for n in range(3)]
@@ -97,7 +104,13 @@ def test_keys_over_a_cap_are_flagged_in_every_batch_whatever_a_keys_popularity()
         assert_that(flags, equal_to([(f"batch-{n}", "shared", per_batch[n]) for n in range(3)]))
     buckets = key_buckets([f"text {i}" for i in range(1000)], 7)
     assert buckets.min() == 0 and buckets.max() == 6  # a stable hash, not Python's salted one
-    assert KeysOverCap("shared", 2)._keys_over_cap([(0, None, np.array(["a"] * 9), np.arange(9))]) == {"a"}
+    keys = np.array(["a"] * 9 + ["b"] * 4 + ["c", None, None], dtype=object)
+    values = np.array([*range(9), 1, 1, 1, 2, 1, None, 3], dtype=object)  # a: 9, b: 2, c: 1, None: 2
+    for budget in (1 << 20, 3):  # one reduction at the end; one after every piece
+        monkeypatch.setattr(joins, "COMPACT_ROWS", budget)
+        for pieces in ([(keys, values)], [(keys[i : i + 4], values[i : i + 4]) for i in range(0, 16, 4)]):
+            assert sorted(keys_over(pieces, 2), key=str) == ["a"]
+            assert sorted(keys_over(pieces, 1), key=str) == [None, "a", "b"]
 
 
 def test_hot_keys_take_their_stats_from_the_side_input_and_all_elements_get_them():
@@ -108,3 +121,29 @@ def test_hot_keys_take_their_stats_from_the_side_input_and_all_elements_get_them
         joined = p | beam.Create(elements) | AttachStats(table, default=0, hot=10)
         expected = [(f"page-{i}", 3) for i in range(50)] + [("p1", 1), ("p2", 0)]
         assert_that(joined, equal_to(expected))
+
+
+def test_dropped_lines_are_the_json_of_each_dropped_pair():
+    texts = ['a "quoted" \\ /path', "日本語\u2028", "line\nbreak", "kept", "\U0001f600"]
+    frame = pd.DataFrame(
+        {
+            "image_url": [f"http://x/{i}.jpg" for i in range(5)],
+            "page_url": ["http://x/"] * 5,
+            "sha256": list("abcde"),
+            "text": texts,
+            REASON: [0, 6, len(REASONS) - 1, KEPT, 8],
+        }
+    )
+    keys = ("image_url", "page_url", "sha256", "text")
+    expected = [
+        json.dumps({**{k: row[k] for k in keys}, "reason": REASONS[row[REASON]]}, ensure_ascii=False)
+        for row in frame.to_dict("records")
+        if row[REASON] != KEPT
+    ]
+    assert dropped_lines(frame) == ["\n".join(expected)]
+    assert dropped_lines(frame[frame[REASON] == KEPT]) == []
+
+
+def test_join_buckets_follow_the_files_up_to_a_cap():
+    assert [join_buckets(n) for n in (0, 1, 16)] == [1, 1, 16]
+    assert join_buckets(10**6) == MAX_JOIN_BUCKETS

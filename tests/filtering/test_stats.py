@@ -8,6 +8,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from alignpipe.config import IN_PROCESS_RUNNER
 from alignpipe.filtering.facts import PairMeta
+from alignpipe.filtering.rules import normalise_alt_text
 from alignpipe.filtering.stats import (
     ASPECT_BUCKETS,
     BUCKETS,
@@ -260,16 +261,24 @@ def test_adding_a_frame_equals_adding_its_pairs_one_by_one():
         PairMeta("s", 1, "y", "1920x1080", 300, 100, 5),  # an aspect ratio exactly on an edge
         PairMeta("s", 2, "y", "1920x1080", 100, 300, 5),
     ]
-    one_by_one, at_once = CorpusStatsAccumulator(), CorpusStatsAccumulator()
+    one_by_one, at_once, with_alts = (
+        CorpusStatsAccumulator(),
+        CorpusStatsAccumulator(),
+        CorpusStatsAccumulator(),
+    )
     for meta in metas:
         one_by_one.add(meta)
     half = len(metas) // 2
     for part in (metas[:half], metas[half:]):
-        at_once.add_frame(
+        columns = (
             [m.text for m in part],
             [m.sha256 for m in part],
             [m.width for m in part],
             [m.height for m in part],
         )
-    assert at_once.to_dict() == one_by_one.to_dict()
-    assert at_once.images.hashes == one_by_one.images.hashes
+        at_once.add_frame(*columns)
+        with_alts.add_frame(*columns, alts=[normalise_alt_text(m.text) for m in part])
+    for accumulator in (at_once, with_alts):
+        assert accumulator.to_dict() == one_by_one.to_dict()
+        assert accumulator.images.hashes == one_by_one.images.hashes
+        assert accumulator.vocabulary.hashes == one_by_one.vocabulary.hashes

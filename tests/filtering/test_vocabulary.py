@@ -2,6 +2,8 @@ import random
 from collections import Counter
 
 import apache_beam as beam
+import numpy as np
+import pandas as pd
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.util import assert_that, equal_to
@@ -15,8 +17,10 @@ from alignpipe.filtering.vocabulary import (
     in_vocabulary,
     is_word,
     min_word_count,
+    normalised_tokens,
     rank_key,
     select_bucket,
+    token_counts,
     token_hash,
     top_k_tokens,
 )
@@ -95,7 +99,7 @@ def _rare_texts(vocabulary: set[str]) -> list[str]:
 def _text_counts(p):
     """TEXTS as `RareTexts` reads them: normalised text -> pairs, here in two batches."""
     batches = [Counter(normalise_alt_text(t) for t in TEXTS[i::2]) for i in range(2)]
-    return p | beam.Create([dict(batch) for batch in batches])
+    return p | beam.Create([pd.Series(batch) for batch in batches])
 
 
 def test_rare_texts():
@@ -154,3 +158,18 @@ def test_below_k_tokens_no_text_is_rare_without_a_join():
     with _pipeline() as p:
         result = _text_counts(p) | RareTexts(10**8)
         assert_that(result, equal_to([]))
+
+
+def test_token_counts_weigh_each_text_by_its_pairs():
+    texts = [*TEXTS, "", "Don't STOP", "İstanbul ΟΔΟΣ", "one", "one"]
+    alts = pd.Series([normalise_alt_text(t) for t in texts]).value_counts(sort=False)
+    expected = Counter()
+    for alt, pairs in alts.items():
+        assert normalised_tokens(alt) == alt_unigrams_and_bigrams(alt)
+        for token in alt_unigrams_and_bigrams(alt):
+            expected[token] += pairs
+    tokens, counts = token_counts(alts.index.to_numpy(object), alts.to_numpy())
+    assert dict(zip(tokens.tolist(), counts.tolist(), strict=True)) == expected
+    assert counts.dtype == np.int64
+    empty = token_counts(np.array([], dtype=object), np.array([], dtype=np.int64))
+    assert [len(part) for part in empty] == [0, 0]
