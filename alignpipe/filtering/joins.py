@@ -32,13 +32,20 @@ def bucket_pieces(batch_id, frame: pd.DataFrame, key: str, value: str, buckets: 
         positions in `frame` (int array), `keys` and `values` their `key` and `value` columns.
     """
     keys, values = frame[key].to_numpy(object), frame[value].to_numpy(object)
-    of_row = key_buckets(keys, buckets)
-    order = np.argsort(of_row, kind="stable")
-    bounds = np.searchsorted(of_row[order], np.arange(buckets + 1))
+    for bucket, rows in rows_by_bucket(keys, buckets):
+        yield bucket, (batch_id, rows, keys[rows], values[rows])
+
+
+def rows_by_bucket(keys: Sequence[str], buckets: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(bucket, the positions of its keys, int array in their order) per bucket of `key_buckets`
+    that has keys."""
+    of_key = key_buckets(keys, buckets)
+    order = np.argsort(of_key, kind="stable")
+    bounds = np.searchsorted(of_key[order], np.arange(buckets + 1))
     for bucket in range(buckets):
         rows = order[bounds[bucket] : bounds[bucket + 1]]
         if len(rows):
-            yield bucket, (batch_id, rows, keys[rows], values[rows])
+            yield bucket, rows
 
 
 class KeysOverCap(beam.DoFn):

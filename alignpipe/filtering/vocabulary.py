@@ -49,7 +49,7 @@ import apache_beam as beam
 import numpy as np
 import pandas as pd
 
-from alignpipe.filtering.joins import AttachStats, key_buckets
+from alignpipe.filtering.joins import AttachStats, rows_by_bucket
 
 RankKey = tuple[int, int, str]
 BUCKET_SHIFT = 48  # level-2 buckets: the top 16 bits of the 64-bit token hash
@@ -237,13 +237,8 @@ def bucketed_token_counts(text_counts: pd.Series, buckets: int) -> Iterator[tupl
     """Pairs per normalised alt-text (a Series indexed by text) -> (bucket, (tokens, counts))
     per bucket of `joins.key_buckets` that has tokens (see `token_counts`)."""
     tokens, counts = token_counts(text_counts.index.to_numpy(object), text_counts.to_numpy(np.int64))
-    of_token = key_buckets(tokens, buckets)
-    order = np.argsort(of_token, kind="stable")
-    bounds = np.searchsorted(of_token[order], np.arange(buckets + 1))
-    for bucket in range(buckets):
-        rows = order[bounds[bucket] : bounds[bucket + 1]]
-        if len(rows):
-            yield bucket, (tokens[rows], counts[rows])
+    for bucket, rows in rows_by_bucket(tokens, buckets):
+        yield bucket, (tokens[rows], counts[rows])
 
 
 class RareTexts(beam.PTransform):

@@ -65,7 +65,12 @@ def test_three_scheduled_runs(mlflow_server, tmp_path):
         f"scrape.state_dir={tmp_path / 'state'}",
         f"scrape.corpus_dir={tmp_path / 'corpus'}",
         "train.init_from=champion",
-        "train.steps=60",
+        # a small model and few steps: what is checked is the runs' plumbing, not what they learn
+        "train.steps=30",
+        "model.image_size=32",
+        "model.image_resize=36",
+        "model.text_layers=1",
+        "model.embed_dim=32",
         "scrape.allowed_networks=127.0.0.1/32",
         "scrape.image_hosts=allowed",
         f"eval.retrieval_sets=demo={demo.retrieval_set}",

@@ -23,6 +23,18 @@ SMALL_MODEL = [
     "model.embed_dim=16",
 ]
 
+# Two steps of that model on a small vocabulary: runs that check what training reads and writes.
+SMALL_RUN = [
+    *SMALL_MODEL,
+    "model.max_text_tokens=10",
+    "model.vocab_size=80",
+    "train.batch_size=8",
+    "train.steps=2",
+    "train.warmup_steps=1",
+    "train.log_every_steps=1",
+    "train.shuffle_buffer=16",
+]
+
 COLOURS = {"red": (220, 30, 30), "green": (30, 160, 50), "blue": (30, 70, 230), "yellow": (245, 225, 30)}
 FORMATS = ("png", "jpeg", "gif", "webp", "bmp")
 

@@ -11,18 +11,8 @@ from alignpipe.config import load_config
 from alignpipe.errors import InputError
 from alignpipe.model.tokenizer import RESERVED_TOKENS
 from alignpipe.training.trainer import train
-from tests.training.conftest import SMALL_MODEL
+from tests.training.conftest import SMALL_RUN as SMALL
 
-SMALL = [
-    *SMALL_MODEL,
-    "model.max_text_tokens=10",
-    "model.vocab_size=80",
-    "train.batch_size=8",
-    "train.steps=2",
-    "train.warmup_steps=1",
-    "train.log_every_steps=1",
-    "train.shuffle_buffer=16",
-]
 # No learner would give this: whole caption words, no "##" pieces, and a marker.
 FILTER_VOCABULARY = [*RESERVED_TOKENS, "a", "square", "on", "the", "left", "right", "red", "from-the-filter"]
 

@@ -12,18 +12,7 @@ from alignpipe.errors import ConfigError, InputError
 from alignpipe.model.encoder import AlignEncoder
 from alignpipe.model.tokenizer import RESERVED_TOKENS
 from alignpipe.training.trainer import train
-from tests.training.conftest import SMALL_MODEL
-
-SMALL = [
-    *SMALL_MODEL,
-    "model.max_text_tokens=10",
-    "model.vocab_size=80",
-    "train.batch_size=8",
-    "train.steps=2",
-    "train.warmup_steps=1",
-    "train.log_every_steps=1",
-    "train.shuffle_buffer=16",
-]
+from tests.training.conftest import SMALL_RUN as SMALL
 
 pytestmark = pytest.mark.large
 
