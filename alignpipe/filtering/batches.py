@@ -5,7 +5,9 @@ next, and a combine or a join costs tens of microseconds per key, whatever the e
 the rules themselves cost less than that. So the filter moves pairs as batches: a `PairBatch`
 is `(batch id, frame)`, the frame a pandas DataFrame of up to `BATCH_ROWS` pairs with the
 columns of `PairMeta`, `alt` (the normalised alt-text) added; `phash` is unsigned or signed
-as read, null when the image does not decode.
+as read, null when the image does not decode. Its text columns are Arrow strings
+(`STRING`): a batch crosses a shuffle, and Beam sizes the first elements of every step by
+encoding them, which for Arrow buffers is a copy and for Python strings an object each.
 
 The corpus rules ask per key (image, normalised alt-text) whether it has more than a threshold
 of distinct partners. `DecideBatches` answers them with joins whose elements are batches too:
@@ -42,6 +44,8 @@ from alignpipe.filtering.vocabulary import RareTexts
 BATCH_ROWS = 65_536  # pairs per batch: one parquet chunk, or one shard's records in order
 MAX_JOIN_BUCKETS = 1024  # at most this many pieces per batch and join (see `join_buckets`)
 REASON = "reason"  # the column of a decided batch: index in REASONS, or KEPT
+STRING = pd.StringDtype("pyarrow")  # the text columns of a batch
+TEXT_COLUMNS = ("shard", "sha256", "text", "image_url", "page_url")
 _FLAGGED_RULES = ("image_too_many_alts", "text_shared_by_too_many_images", "text_rare_token")
 
 
@@ -54,10 +58,12 @@ def join_buckets(input_files: int) -> int:
 
 
 def with_alt_texts(frame: pd.DataFrame) -> pd.DataFrame:
-    """`frame` with the `alt` column added: each distinct raw text normalised once."""
-    raw_ids, raw_texts = pd.factorize(frame["text"])
-    normalised = np.array([normalise_alt_text(text) for text in raw_texts] + [""], dtype=object)
-    return frame.assign(alt=normalised[raw_ids])
+    """`frame` (the columns of `PairMeta`) as a batch frame: its text columns as `STRING`, and
+    the `alt` column added, each distinct raw text normalised once."""
+    frame = frame.astype({name: STRING for name in TEXT_COLUMNS if frame[name].dtype != STRING})
+    raw_ids, raw_texts = pd.factorize(frame["text"])  # a null text (-1) normalises to ""
+    normalised = pd.array([normalise_alt_text(text) for text in raw_texts] + [""], dtype=STRING)
+    return frame.assign(alt=normalised.take(raw_ids))
 
 
 def batch_of_metas(metas: list[PairMeta]) -> pd.DataFrame:
@@ -111,7 +117,7 @@ def kept_pairs_stats(frame: pd.DataFrame) -> CorpusStatsAccumulator:
     """The statistics (`stats.CorpusStatsAccumulator`) of a decided batch's kept pairs."""
     kept = frame[frame[REASON] == KEPT]
     accumulator = CorpusStatsAccumulator()
-    accumulator.add_frame(*(kept[c].to_numpy() for c in ("text", "sha256", "width", "height", "alt")))
+    accumulator.add_frame(*(kept[c] for c in ("text", "sha256", "width", "height", "alt")))
     return accumulator
 
 

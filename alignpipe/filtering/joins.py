@@ -3,7 +3,7 @@
 Web data is skewed: one boilerplate alt-text ("logo") sits on millions of pages, one spacer
 image carries thousands of alt-texts, the token "the" is in most texts. A GroupByKey sends
 all of a key's elements to one worker; these transforms never do that for a popular key:
-`KeysOverCap` groups buckets of keys (`bucket_pieces`) and counts them with pandas,
+`KeysOverCap` groups buckets of keys (`bucket_pieces`) and counts them with Arrow and numpy,
 `AttachStats` sends a popular key's statistics through a side input.
 """
 
@@ -14,6 +14,10 @@ from collections.abc import Iterable, Iterator, Sequence
 import apache_beam as beam
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from alignpipe.filtering.columns import arrow_array, concatenated, factorized
 
 
 def key_buckets(keys: Sequence[str], buckets: int) -> np.ndarray:
@@ -29,11 +33,12 @@ def bucket_pieces(batch_id, frame: pd.DataFrame, key: str, value: str, buckets: 
 
     Yields:
         (bucket, (batch_id, rows, keys, values)) per bucket that has rows: `rows` the rows'
-        positions in `frame` (int array), `keys` and `values` their `key` and `value` columns.
+        positions in `frame` (int array), `keys` and `values` their `key` and `value` columns
+        as Arrow arrays (a piece crosses a shuffle: Arrow buffers encode as a copy).
     """
-    keys, values = frame[key].to_numpy(object), frame[value].to_numpy(object)
+    keys, values = arrow_array(frame[key]), arrow_array(frame[value])
     for bucket, rows in rows_by_bucket(keys, buckets):
-        yield bucket, (batch_id, rows, keys[rows], values[rows])
+        yield bucket, (batch_id, rows, keys.take(rows), values.take(rows))
 
 
 def rows_by_bucket(keys: Sequence[str], buckets: int) -> Iterator[tuple[int, np.ndarray]]:
@@ -52,8 +57,8 @@ class KeysOverCap(beam.DoFn):
     """(bucket, pieces of `bucket_pieces`) -> (batch id, (rule, rows)) for the rows whose key
     has more than `most` distinct values in the whole bucket (so in the corpus).
 
-    The bucket's pieces are counted with pandas (`keys_over`) in chunks reduced to at most
-    `most` + 1 values per key (a rule only asks whether a count exceeds its threshold), so a key's
+    The bucket's pieces are counted (`keys_over`) in chunks reduced to at most `most` + 1
+    values per key (a rule only asks whether a count exceeds its threshold), so a key's
     popularity (an alt-text on millions of pages) costs no memory and the group is never held
     whole; a second pass over the pieces names the rows. With `listed`
     (a rule name) the element is (bucket, {"pieces": ..., "listed": keys}) and the rows of a
@@ -67,30 +72,34 @@ class KeysOverCap(beam.DoFn):
         _, grouped = element
         pieces, listed = (grouped["pieces"], list(grouped["listed"])) if self.listed else (grouped, [])
         over = keys_over(((keys, values) for _, _, keys, values in pieces), self.most)
+        flags = [(rule, keys) for rule, keys in ((self.rule, over), (self.listed, listed)) if len(keys)]
+        value_sets: dict = {}
         for batch_id, rows, keys, _ in pieces:
-            index = pd.Index(keys)
-            for rule, flagged in ((self.rule, over), (self.listed, listed)):
-                if len(flagged):
-                    hit = index.isin(flagged)
-                    if hit.any():
-                        yield batch_id, (rule, rows[hit])
+            keys = arrow_array(keys)
+            for rule, flagged in flags:
+                if rule not in value_sets:  # typed as the keys (the first piece's)
+                    value_sets[rule] = pa.array(flagged, type=keys.type)
+                hit = pc.is_in(keys, value_set=value_sets[rule]).to_numpy(zero_copy_only=False)
+                if hit.any():
+                    yield batch_id, (rule, rows[hit])
 
 
 COMPACT_ROWS = 1 << 20  # rows of (key, value) held before `keys_over` drops what it does not need
 
 
-def keys_over(pieces: Iterable[tuple[np.ndarray, np.ndarray]], most: int) -> list:
-    """The keys with more than `most` distinct values over all (keys, values) pieces, each
-    pair of object arrays of one length; `None` is a key or value like any other.
+def keys_over(pieces: Iterable[tuple], most: int) -> list:
+    """The keys with more than `most` distinct values over all (keys, values) pieces, each a
+    pair of arrays of one length (Arrow arrays, or anything `pyarrow.array` reads); `None` is
+    a key or value like any other.
 
     Pieces are gathered up to `COMPACT_ROWS` rows, then reduced to their distinct pairs with at
     most `most` + 1 values per key: memory stays within that budget plus the capped table,
     however many rows one key has.
     """
-    held: list[tuple[np.ndarray, np.ndarray]] = []
+    held: list[tuple[pa.Array, pa.Array]] = []
     rows = 0
     for keys, values in pieces:
-        held.append((keys, values))
+        held.append((arrow_array(keys), arrow_array(values)))
         rows += len(keys)
         if rows > COMPACT_ROWS:
             held = [_capped(held, most)]
@@ -98,26 +107,24 @@ def keys_over(pieces: Iterable[tuple[np.ndarray, np.ndarray]], most: int) -> lis
     if not held:
         return []
     keys, _ = _capped(held, most)
-    key_ids, distinct = pd.factorize(keys, use_na_sentinel=False)
-    over = distinct[np.bincount(key_ids, minlength=len(distinct)) > most]
-    return [None if pd.isna(key) else key for key in over]  # (factorize's NaN for None)
+    key_ids, distinct = factorized(keys)
+    return distinct.filter(np.bincount(key_ids, minlength=len(distinct)) > most).to_pylist()
 
 
-def _capped(pieces: list[tuple[np.ndarray, np.ndarray]], most: int) -> tuple[np.ndarray, np.ndarray]:
+def _capped(pieces: list[tuple[pa.Array, pa.Array]], most: int) -> tuple[pa.Array, pa.Array]:
     """The distinct (key, value) pairs of `pieces`, at most `most` + 1 per key (in first-seen
     order), as (keys, values)."""
-    key_ids, keys = pd.factorize(np.concatenate([k for k, _ in pieces]), use_na_sentinel=False)
-    value_ids, values = pd.factorize(np.concatenate([v for _, v in pieces]), use_na_sentinel=False)
+    key_ids, keys = factorized(concatenated([k for k, _ in pieces]))
+    value_ids, values = factorized(concatenated([v for _, v in pieces]))
     width = max(len(values), 1)
-    pairs = pd.unique(key_ids.astype(np.int64) * width + value_ids)  # distinct, first-seen order
+    pairs = pd.unique(key_ids * width + value_ids)  # distinct, first-seen order
     pair_keys = pairs // width
     order = np.argsort(pair_keys, kind="stable")
     sorted_keys = pair_keys[order]
     starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
     rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
     kept = np.sort(order[rank <= most])
-    keys, values = np.asarray(keys, dtype=object), np.asarray(values, dtype=object)
-    return keys[pair_keys[kept]], values[pairs[kept] % width]
+    return keys.take(pair_keys[kept]), values.take(pairs[kept] % width)
 
 
 class _SplitHot(beam.DoFn):

@@ -68,6 +68,7 @@ from collections.abc import Iterator
 
 import apache_beam as beam
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
@@ -89,6 +90,7 @@ from alignpipe.data.records import (
 from alignpipe.errors import InputError
 from alignpipe.filtering.batches import (
     BATCH_ROWS,
+    STRING,
     DecideBatches,
     SummariseBatch,
     batch_of_metas,
@@ -319,9 +321,11 @@ class _ReadShardMetadata(beam.DoFn):
             yield (shard, metas[-1].index // BATCH_ROWS), batch_of_metas(metas)
 
 
+_PANDAS_TYPES = {pa.int64(): pd.Int64Dtype(), pa.string(): STRING, pa.large_string(): STRING}
+
+
 def read_metadata_batches(path: str) -> Iterator[tuple]:
     """A parquet metadata file (the columns of `PairMeta`) as `PairBatch`es of `BATCH_ROWS`."""
-    import pandas as pd
     import pyarrow.parquet as pq
 
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as file:
@@ -331,7 +335,7 @@ def read_metadata_batches(path: str) -> Iterator[tuple]:
         raise InputError(f"metadata file {path!r} lacks the columns {missing}")
     defaults = {"shard": path, "index": 0, "image_url": "", "page_url": "", "nsfw_score": 0.0}
     for number, batch in enumerate(table.to_batches(max_chunksize=BATCH_ROWS)):
-        frame = batch.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
+        frame = batch.to_pandas(types_mapper=_PANDAS_TYPES.get)
         for name, default in defaults.items():
             frame[name] = frame[name].fillna(default) if name in frame else default
         frame["index"] = frame["index"].astype("int64")

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import bisect
 import functools
-import hashlib
 import heapq
 import io
 import json
@@ -78,8 +77,13 @@ _NAME_SCRIPTS = {
 }
 
 
-def _hash64(value: str) -> int:
-    return int.from_bytes(hashlib.blake2b(value.encode("utf-8"), digest_size=8).digest(), "big")
+def _hashes64(values: Iterable[str]) -> list[int]:
+    """A stable 64-bit hash of each string (pandas' SipHash of its UTF-8, with a fixed key: the
+    same on every worker and in every run), computed on the whole array at once."""
+    import numpy as np
+    import pandas as pd
+
+    return pd.util.hash_array(np.array(list(values), dtype=object), categorize=False).tolist()
 
 
 class DistinctSketch:
@@ -95,13 +99,13 @@ class DistinctSketch:
         self.hashes: set[int] = set()
 
     def add(self, value: str) -> None:
-        self.hashes.add(_hash64(value))
+        self.hashes.update(_hashes64([value]))
         if len(self.hashes) >= 2 * self.size:
             self._prune()
 
     def add_all(self, values: Iterable[str]) -> None:
         """`add` of each value (distinct or not), pruning once at the end."""
-        self.hashes.update(map(_hash64, values))
+        self.hashes.update(_hashes64(values))
         if len(self.hashes) >= 2 * self.size:
             self._prune()
 
@@ -181,31 +185,47 @@ class CorpusStatsAccumulator:
         self.script[alt_text_script(meta.text)] += 1
 
     def add_frame(self, texts, sha256s, widths, heights, alts=None) -> None:
-        """`add` of many pairs at once (columns of equal length): the same state, with each
-        distinct text, image and word handled once and the size buckets computed on arrays.
+        """`add` of many pairs at once (columns of equal length: Python sequences, numpy or
+        Arrow arrays, pandas Series): the same state, with each distinct text, image and word
+        handled once and the size buckets computed on arrays.
 
         `alts`, when given, is each text's `normalise_alt_text` (its unigrams joined by single
         spaces), so the words are split off it instead of found again with the regex.
         """
         import numpy as np
-        import pandas as pd
+        import pyarrow as pa
+        import pyarrow.compute as pc
 
-        text_ids, distinct_texts = pd.factorize(pd.Series(texts, dtype=object))
+        from alignpipe.filtering.columns import alt_words, arrow_array, factorized
+
+        text_ids, distinct_texts = factorized(arrow_array(texts))
         pairs_per_text = np.bincount(text_ids, minlength=len(distinct_texts))
         if alts is None:
-            words_of_text = [alt_unigrams(text) for text in distinct_texts]
+            alts_of_text = pa.array([" ".join(alt_unigrams(text)) for text in distinct_texts.to_pylist()])
         else:  # the alt of each distinct text, from its first pair
             first = np.full(len(distinct_texts), len(text_ids), dtype=np.int64)
             np.minimum.at(first, text_ids, np.arange(len(text_ids)))
-            words_of_text = [alt.split() for alt in np.asarray(alts, dtype=object)[first].tolist()]
-        lengths = np.array([len(words) for words in words_of_text], dtype=np.int64)
-        self.pairs += len(texts)
+            alts_of_text = arrow_array(alts).take(first)
+        lengths, words = alt_words(alts_of_text)
+        self.pairs += len(text_ids)
         self.alt_words_sum += int((lengths * pairs_per_text).sum())
         buckets = np.bincount(np.minimum(lengths, ALT_WORDS_OVERFLOW), pairs_per_text, ALT_WORDS_OVERFLOW + 1)
         self.alt_words = [a + int(b) for a, b in zip(self.alt_words, buckets, strict=True)]
-        self.images.add_all(set(sha256s))
-        self.vocabulary.add_all({word for words in words_of_text for word in words})
-        for text, pairs in zip(distinct_texts, pairs_per_text.tolist(), strict=True):
+        self.images.add_all(pc.unique(arrow_array(sha256s)).to_pylist())
+        self.vocabulary.add_all(pc.unique(words).to_pylist())
+        # an ASCII text is Latin when it has a letter (only A-Z and a-z are alphabetic there)
+        ascii_text, latin = (
+            test.fill_null(False).to_numpy(zero_copy_only=False)
+            for test in (
+                pc.string_is_ascii(distinct_texts),
+                pc.match_substring_regex(distinct_texts, "[A-Za-z]"),
+            )
+        )
+        self.script["Latin"] += int(pairs_per_text[ascii_text & latin].sum())
+        self.script["no_letters"] += int(pairs_per_text[ascii_text & ~latin].sum())
+        others = np.flatnonzero(~ascii_text)
+        other_texts = distinct_texts.take(others).to_pylist()
+        for text, pairs in zip(other_texts, pairs_per_text[others].tolist(), strict=True):
             self.script[alt_text_script(text)] += pairs
         width, height = np.asarray(widths, dtype=np.int64), np.asarray(heights, dtype=np.int64)
         short = np.searchsorted(SHORT_SIDE_EDGES, np.minimum(width, height), side="left")

@@ -43,12 +43,14 @@ import hashlib
 import math
 from collections.abc import Iterable, Iterator, Mapping
 from fractions import Fraction
-from itertools import chain
 
 import apache_beam as beam
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
+from alignpipe.filtering.columns import alt_words, concatenated, factorized
 from alignpipe.filtering.joins import AttachStats, rows_by_bucket
 
 RankKey = tuple[int, int, str]
@@ -198,47 +200,55 @@ def normalised_tokens(alt: str) -> list[str]:
     return words + [f"{a} {b}" for a, b in zip(words, words[1:], strict=False)]
 
 
-def token_counts(alts: np.ndarray, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def token_counts(alts, pairs: np.ndarray) -> tuple[pa.Array, np.ndarray]:
     """Occurrences of each unigram and bigram in normalised alt-texts carried by `pairs` pairs.
 
+    Words are split off with Arrow and counted by id; a bigram is a pair of word ids until
+    its string is built, once per distinct bigram.
+
     Args:
-        alts: distinct normalised alt-texts, object array of shape [texts].
+        alts: distinct normalised alt-texts, shape [texts] (an Arrow array, or anything
+            `pyarrow.array` reads).
         pairs: the pairs that carry each, int array of shape [texts].
 
     Returns:
-        (tokens, counts): distinct tokens, object array of shape [tokens], and int64 counts
-        (every occurrence in every pair counted, as `alt_unigrams_and_bigrams` lists them).
+        (tokens, counts): distinct tokens, Arrow string array of shape [tokens], and int64
+        counts (every occurrence in every pair counted, as `alt_unigrams_and_bigrams` lists
+        them).
     """
-    words_of_text = [alt.split() for alt in alts.tolist()]
-    lengths = np.fromiter(map(len, words_of_text), np.int64, len(words_of_text))
-    words = np.array(list(chain.from_iterable(words_of_text)), dtype=object)
+    lengths, all_words = alt_words(alts)
+    word_ids, words = factorized(all_words)
     weights = np.repeat(np.asarray(pairs, dtype=np.int64), lengths)
-    follows = np.ones(len(words), dtype=bool)  # word i and word i + 1 are in one text
+    follows = np.ones(len(word_ids), dtype=bool)  # word i and word i + 1 are in one text
     follows[np.cumsum(lengths)[lengths > 0] - 1] = False
     first = np.flatnonzero(follows)
-    bigrams = words[first] + " " + words[first + 1]
-    ids, tokens = pd.factorize(np.concatenate([words, bigrams]))
-    counts = np.bincount(ids, np.concatenate([weights, weights[first]]), len(tokens))
-    return np.asarray(tokens, dtype=object), counts.astype(np.int64)
+    bigram_ids, bigrams = pd.factorize(word_ids[first] * len(words) + word_ids[first + 1])
+    bigram_words = [words.take(bigrams // len(words)), words.take(bigrams % len(words))]
+    separator = pa.scalar(" ", words.type)
+    tokens = pa.concat_arrays([words, pc.binary_join_element_wise(*bigram_words, separator)])
+    counts = np.concatenate(
+        [np.bincount(word_ids, weights, len(words)), np.bincount(bigram_ids, weights[first], len(bigrams))]
+    )
+    return tokens, counts.astype(np.int64)
 
 
-def _summed(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+def _summed(parts: list[tuple[pa.Array, np.ndarray]]) -> tuple[pa.Array, np.ndarray]:
     """(tokens, counts) parts as one, each token once with its counts summed."""
     if len(parts) == 1:
         return parts[0]
     if not parts:
-        return np.array([], dtype=object), np.array([], dtype=np.int64)
-    ids, tokens = pd.factorize(np.concatenate([tokens for tokens, _ in parts]))
+        return pa.array([], pa.large_string()), np.array([], dtype=np.int64)
+    ids, tokens = factorized(concatenated([tokens for tokens, _ in parts]))
     counts = np.bincount(ids, np.concatenate([counts for _, counts in parts]), len(tokens))
-    return np.asarray(tokens, dtype=object), counts.astype(np.int64)
+    return tokens, counts.astype(np.int64)
 
 
 def bucketed_token_counts(text_counts: pd.Series, buckets: int) -> Iterator[tuple]:
     """Pairs per normalised alt-text (a Series indexed by text) -> (bucket, (tokens, counts))
     per bucket of `joins.key_buckets` that has tokens (see `token_counts`)."""
-    tokens, counts = token_counts(text_counts.index.to_numpy(object), text_counts.to_numpy(np.int64))
+    tokens, counts = token_counts(text_counts.index.array, text_counts.to_numpy(np.int64))
     for bucket, rows in rows_by_bucket(tokens, buckets):
-        yield bucket, (tokens[rows], counts[rows])
+        yield bucket, (tokens.take(rows), counts[rows])
 
 
 class RareTexts(beam.PTransform):
@@ -291,7 +301,7 @@ class RareTexts(beam.PTransform):
             )
         )
         token_counts = counts_by_bucket | "TokenCounts" >> beam.FlatMap(
-            lambda kv, all_in: [] if all_in else zip(kv[1][0].tolist(), kv[1][1].tolist(), strict=True),
+            lambda kv, all_in: [] if all_in else zip(kv[1][0].to_pylist(), kv[1][1].tolist(), strict=True),
             beam.pvalue.AsSingleton(everything_in),
         )
         cutoff = token_counts | "TopK" >> TopKCutoff(k)

@@ -169,7 +169,7 @@ def test_token_counts_weigh_each_text_by_its_pairs():
         for token in alt_unigrams_and_bigrams(alt):
             expected[token] += pairs
     tokens, counts = token_counts(alts.index.to_numpy(object), alts.to_numpy())
-    assert dict(zip(tokens.tolist(), counts.tolist(), strict=True)) == expected
+    assert dict(zip(tokens.to_pylist(), counts.tolist(), strict=True)) == expected
     assert counts.dtype == np.int64
     empty = token_counts(np.array([], dtype=object), np.array([], dtype=np.int64))
     assert [len(part) for part in empty] == [0, 0]
