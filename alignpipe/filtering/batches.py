@@ -13,7 +13,7 @@ The corpus rules ask per key (image, normalised alt-text) whether it has more th
 of distinct partners. `DecideBatches` answers them with joins whose elements are batches too:
 each pair batch is cut into `buckets` pieces by a stable hash of the key (`joins.key_buckets`),
 one GroupByKey per bucket brings every row of that bucket's keys together, and `KeysOverCap`
-counts each key's distinct partners over the whole bucket at once (pandas factorize / unique),
+counts each key's distinct partners over the whole bucket at once (Arrow and numpy arrays),
 then names the rows of the keys over the threshold. A bucket holds about 1 / `buckets` of the
 corpus and the count costs per row, not per key, so a popular key ("logo") costs no more than
 its rows. The flagged rows go back to their batch (a join on the batch id) and the rules are

@@ -44,7 +44,7 @@ because Beam's per-element cost, not the rules, is what a pair-per-element pipel
 
 Hot keys: the joins group buckets of keys (one bucket per input file, at most
 `batches.MAX_JOIN_BUCKETS`), not keys, and count each key's distinct partners over the whole
-bucket at once with pandas (`KeysOverCap`), so boilerplate alt-texts ("logo") and images on
+bucket at once with Arrow and numpy (`KeysOverCap`), so boilerplate alt-texts ("logo") and images on
 every page cost the same as any other. The joins group small metadata records, which a
 distributed runner streams; image bytes are never shuffled: they are read twice, sequentially,
 shard by shard (once for metadata, once to copy the kept records out).

@@ -261,7 +261,7 @@ class RareTexts(beam.PTransform):
     outside it appears once in the output; `rules.alt_has_rare_token` holds exactly for those.
 
     Token counts travel as arrays, (tokens, counts), one per batch and bucket (`buckets` of
-    them), summed with pandas, not one element per token. Below K distinct tokens with no
+    them), summed with Arrow and numpy, not one element per token. Below K distinct tokens with no
     minimum word count (at the paper's K = 100M: every corpus short of web scale) every token
     is in, and nothing more is computed.
 
