@@ -73,13 +73,15 @@ class KeysOverCap(beam.DoFn):
         pieces, listed = (grouped["pieces"], list(grouped["listed"])) if self.listed else (grouped, [])
         over = keys_over(((keys, values) for _, _, keys, values in pieces), self.most)
         flags = [(rule, keys) for rule, keys in ((self.rule, over), (self.listed, listed)) if len(keys)]
-        value_sets: dict = {}
+        value_sets: dict = {}  # (rule, type of the keys) -> the flagged keys as that type
         for batch_id, rows, keys, _ in pieces:
             keys = arrow_array(keys)
+            if keys.type == pa.null():  # a piece of null keys only: keys are strings
+                keys = keys.cast(pa.large_string())
             for rule, flagged in flags:
-                if rule not in value_sets:  # typed as the keys (the first piece's)
-                    value_sets[rule] = pa.array(flagged, type=keys.type)
-                hit = pc.is_in(keys, value_set=value_sets[rule]).to_numpy(zero_copy_only=False)
+                if (rule, keys.type) not in value_sets:
+                    value_sets[rule, keys.type] = pa.array(flagged, type=keys.type)
+                hit = pc.is_in(keys, value_set=value_sets[rule, keys.type]).to_numpy(zero_copy_only=False)
                 if hit.any():
                     yield batch_id, (rule, rows[hit])
 

@@ -111,6 +111,11 @@ def test_keys_over_a_cap_are_flagged_in_every_batch_whatever_a_keys_popularity(
         for pieces in ([(keys, values)], [(keys[i : i + 4], values[i : i + 4]) for i in range(0, 16, 4)]):
             assert sorted(keys_over(pieces, 2), key=str) == ["a"]
             assert sorted(keys_over(pieces, 1), key=str) == [None, "a", "b"]
+    # a piece whose keys are all null is flagged like the others
+    pieces = [("b1", np.arange(2), keys[[14, 15]], values[[0, 1]]), ("b2", np.arange(16), keys, values)]
+    flagged = dict(KeysOverCap("over", 2).process((0, pieces)))
+    assert flagged["b1"][0] == "over" and flagged["b1"][1].tolist() == [0, 1]
+    assert flagged["b2"][1].tolist() == [*range(9), 14, 15]
 
 
 def test_hot_keys_take_their_stats_from_the_side_input_and_all_elements_get_them():
