@@ -7,7 +7,8 @@ is `(batch id, frame)`, the frame a pandas DataFrame of up to `BATCH_ROWS` pairs
 columns of `PairMeta`, `alt` (the normalised alt-text) added; `phash` is unsigned or signed
 as read, null when the image does not decode. Its text columns are Arrow strings
 (`STRING`): a batch crosses a shuffle, and Beam sizes the first elements of every step by
-encoding them, which for Arrow buffers is a copy and for Python strings an object each.
+encoding them, which for Arrow buffers is a copy and for Python strings an object each. The
+`shard` column, one path repeated, is categorical.
 
 The corpus rules ask per key (image, normalised alt-text) whether it has more than a threshold
 of distinct partners. `DecideBatches` answers them with joins whose elements are batches too:
@@ -45,7 +46,7 @@ BATCH_ROWS = 65_536  # pairs per batch: one parquet chunk, or one shard's record
 MAX_JOIN_BUCKETS = 1024  # at most this many pieces per batch and join (see `join_buckets`)
 REASON = "reason"  # the column of a decided batch: index in REASONS, or KEPT
 STRING = pd.StringDtype("pyarrow")  # the text columns of a batch
-TEXT_COLUMNS = ("shard", "sha256", "text", "image_url", "page_url")
+TEXT_COLUMNS = ("sha256", "text", "image_url", "page_url")
 _FLAGGED_RULES = ("image_too_many_alts", "text_shared_by_too_many_images", "text_rare_token")
 
 
@@ -58,9 +59,10 @@ def join_buckets(input_files: int) -> int:
 
 
 def with_alt_texts(frame: pd.DataFrame) -> pd.DataFrame:
-    """`frame` (the columns of `PairMeta`) as a batch frame: its text columns as `STRING`, and
-    the `alt` column added, each distinct raw text normalised once."""
-    frame = frame.astype({name: STRING for name in TEXT_COLUMNS if frame[name].dtype != STRING})
+    """`frame` (the columns of `PairMeta`) as a batch frame: its text columns as `STRING`, its
+    shard categorical, and the `alt` column added, each distinct raw text normalised once."""
+    types = {name: STRING for name in TEXT_COLUMNS if frame[name].dtype != STRING}
+    frame = frame.astype(types | ({} if frame["shard"].dtype == "category" else {"shard": "category"}))
     raw_ids, raw_texts = pd.factorize(frame["text"])  # a null text (-1) normalises to ""
     normalised = pd.array([normalise_alt_text(text) for text in raw_texts] + [""], dtype=STRING)
     return frame.assign(alt=normalised.take(raw_ids))

@@ -13,8 +13,19 @@ from alignpipe.model.encoder import AlignEncoder
 from alignpipe.model.tokenizer import RESERVED_TOKENS
 from alignpipe.training.trainer import train
 from tests.training.conftest import SMALL_RUN as SMALL
+from tests.training.conftest import write_shards
 
-pytestmark = pytest.mark.large
+# one worker trains the first model once, for both tests
+pytestmark = [pytest.mark.large, pytest.mark.xdist_group("warm-start")]
+
+
+@pytest.fixture(scope="module")
+def first(tmp_path_factory) -> Path:
+    """A model trained on the pairs `shards_dir` holds (the same generator and seed)."""
+    root = tmp_path_factory.mktemp("warm-start")
+    write_shards(str(root / "pairs"), num_pairs=48)
+    train(load_config("local", "tiny", SMALL), str(root / "pairs"), str(root / "first"))
+    return root / "first"
 
 
 def _weights(model_dir: Path) -> list[np.ndarray]:
@@ -22,9 +33,7 @@ def _weights(model_dir: Path) -> list[np.ndarray]:
     return [w.numpy() for w in AlignEncoder.load(str(model_dir)).model.trainable_weights]
 
 
-def test_starts_from_the_models_weights_with_its_vocabulary(shards_dir, tmp_path):
-    first = tmp_path / "first"
-    train(load_config("local", "tiny", SMALL), shards_dir, str(first))
+def test_starts_from_the_models_weights_with_its_vocabulary(first, shards_dir, tmp_path):
     # The data folder now brings another vocabulary: a warm start keeps the first model's, whose
     # token ids its text tower was trained on.
     Path(shards_dir, "vocab.txt").write_text("".join(t + "\n" for t in [*RESERVED_TOKENS, "red"]))
@@ -48,9 +57,7 @@ def test_starts_from_the_models_weights_with_its_vocabulary(shards_dir, tmp_path
     assert np.abs(kernel(moved) - kernel(first)).max() < np.abs(kernel(fresh) - kernel(first)).max()
 
 
-def test_a_model_of_another_architecture_or_no_model_is_refused(shards_dir, tmp_path):
-    first = tmp_path / "first"
-    train(load_config("local", "tiny", SMALL), shards_dir, str(first))
+def test_a_model_of_another_architecture_or_no_model_is_refused(first, shards_dir, tmp_path):
     wider = load_config("local", "tiny", [*SMALL, "model.embed_dim=32"])
     with pytest.raises(ConfigError, match=r"model.embed_dim=16 there, 32 here"):
         train(wider, shards_dir, str(tmp_path / "wider"), init_dir=str(first))
