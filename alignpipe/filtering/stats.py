@@ -44,7 +44,7 @@ import apache_beam as beam
 
 from alignpipe import fs
 from alignpipe.filtering.facts import PairMeta
-from alignpipe.filtering.rules import alt_unigrams
+from alignpipe.filtering.rules import alt_unigrams, normalise_alt_text
 
 SKETCH_SIZE = 4096  # KMV: exact below this many distinct values, ~1.6% relative error above
 ALT_WORDS_OVERFLOW = 32  # alt-texts of this many unigrams or more share the last bucket
@@ -99,9 +99,7 @@ class DistinctSketch:
         self.hashes: set[int] = set()
 
     def add(self, value: str) -> None:
-        self.hashes.update(_hashes64([value]))
-        if len(self.hashes) >= 2 * self.size:
-            self._prune()
+        self.add_all([value])
 
     def add_all(self, values: Iterable[str]) -> None:
         """`add` of each value (distinct or not), pruning once at the end."""
@@ -201,7 +199,7 @@ class CorpusStatsAccumulator:
         text_ids, distinct_texts = factorized(arrow_array(texts))
         pairs_per_text = np.bincount(text_ids, minlength=len(distinct_texts))
         if alts is None:
-            alts_of_text = pa.array([" ".join(alt_unigrams(text)) for text in distinct_texts.to_pylist()])
+            alts_of_text = pa.array([normalise_alt_text(text) for text in distinct_texts.to_pylist()])
         else:  # the alt of each distinct text, from its first pair
             first = np.full(len(distinct_texts), len(text_ids), dtype=np.int64)
             np.minimum.at(first, text_ids, np.arange(len(text_ids)))
