@@ -20,7 +20,7 @@ from alignpipe.data.eval_sets import (
 )
 from alignpipe.errors import InputError
 from alignpipe.evaluation.retrieval import chance_recall_at_k, recall_at_k
-from alignpipe.evaluation.zero_shot import class_embeddings, top1_accuracy, zero_shot_predictions
+from alignpipe.evaluation.zero_shot import class_embeddings, zero_shot_top1
 from alignpipe.model.encoder import AlignEncoder
 from alignpipe.model.image_preprocessing import decode_image
 from alignpipe.progress import Progress
@@ -96,8 +96,7 @@ def evaluate_encoder(cfg: Config, encoder: AlignEncoder, num_examples: int = 8) 
             dataset.class_names,
             dataset.templates or cfg.eval.prompt_templates,
         )
-        predictions = zero_shot_predictions(images, weights)
-        metrics[f"{name}/zero_shot_top1"] = top1_accuracy(predictions, dataset.labels)
+        metrics[f"{name}/zero_shot_top1"] = zero_shot_top1(images, weights, dataset.labels)
         metrics[f"{name}/zero_shot_top1_chance"] = 1.0 / len(dataset.class_names)
         counts.update(
             {f"{name}/images": len(dataset.image_paths), f"{name}/classes": len(dataset.class_names)}

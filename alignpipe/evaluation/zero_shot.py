@@ -46,6 +46,34 @@ def zero_shot_predictions(image_embeddings: np.ndarray, class_weights: np.ndarra
     return np.argmax(np.asarray(image_embeddings) @ np.asarray(class_weights).T, axis=1)
 
 
+def zero_shot_top1(
+    image_embeddings: np.ndarray, class_weights: np.ndarray, labels: Sequence[int] | np.ndarray
+) -> float:
+    """Top-1 accuracy of the most similar class, ties broken uniformly at random in expectation.
+
+    An image whose label is among the `n` classes tied at its highest score counts `1 / n`,
+    so a model that scores every class the same gets exactly chance (1 / C) whatever the
+    class balance; `np.argmax` would always pick the first class and score its share.
+
+    Args:
+        image_embeddings: `[N, dim]`.
+        class_weights: `[C, dim]`, from `class_embeddings`.
+        labels: int `[N]`, each image's class.
+
+    Returns:
+        The accuracy in [0, 1] (0.0 for no examples).
+    """
+    labels = np.asarray(labels, np.int64)
+    scores = np.asarray(image_embeddings, np.float64) @ np.asarray(class_weights, np.float64).T  # [N, C]
+    if scores.shape[0] != labels.shape[0]:
+        raise ValueError(f"{scores.shape[0]} images but {labels.shape[0]} labels")
+    if not labels.size:
+        return 0.0
+    scores = np.where(np.isnan(scores), -np.inf, scores)
+    top = scores == scores.max(axis=1, keepdims=True)  # [N, C]
+    return float(np.mean(top[np.arange(labels.size), labels] / top.sum(axis=1)))
+
+
 def top1_accuracy(predictions: Sequence[int] | np.ndarray, labels: Sequence[int] | np.ndarray) -> float:
     """Fraction of `predictions` equal to `labels` (0.0 for no examples)."""
     predictions, labels = np.asarray(predictions), np.asarray(labels)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from alignpipe.evaluation.retrieval import chance_recall_at_k, recall_at_k
+from alignpipe.evaluation.retrieval import chance_recall_at_k, hit_probability, recall_at_k
 
 KS = (1, 5, 10)
 
@@ -103,3 +103,54 @@ def test_chance_levels_match_random_scores():
     chance = chance_recall_at_k(caption_image, 20, (1, 5))
     for key in ("image_to_text_r1", "image_to_text_r5", "text_to_image_r1", "text_to_image_r5"):
         assert np.mean([d[key] for d in draws]) == pytest.approx(chance[f"{key}_chance"], abs=0.02)
+
+
+def random_tie_break_recall(similarity, caption_image, ks, orders: int, seed: int = 0) -> dict[str, float]:
+    """recall@K averaged over random orders of the tied candidates (a sort with random tie keys)."""
+    rng = np.random.default_rng(seed)
+    totals: dict[str, float] = {}
+    for _ in range(orders):
+        # A tiny random offset below the score grid orders each tie at random and nothing else.
+        jitter = rng.random(similarity.shape) * 1e-6
+        for key, value in brute_force_recall(similarity + jitter, caption_image, ks).items():
+            totals[key] = totals.get(key, 0.0) + value / orders
+    return totals
+
+
+def test_collapsed_model_scores_chance_not_perfect():
+    caption_image = np.repeat(np.arange(100), 5)
+    collapsed = np.ones((100, 500))  # every image and caption embedded at the same point
+    got = recall_at_k(collapsed, caption_image, KS)
+    chance = chance_recall_at_k(caption_image, 100, KS)
+    for key, value in got.items():
+        assert value == pytest.approx(chance[f"{key}_chance"]), key
+    assert got["image_to_text_r1"] == pytest.approx(0.01) and got["text_to_image_r10"] == pytest.approx(0.1)
+
+
+def test_nan_scores_rank_last():
+    similarity = np.eye(4)
+    similarity[0, 0] = np.nan  # image 0's only caption has no score
+    metrics = recall_at_k(similarity, list(range(4)), ks=(1,))
+    assert metrics["image_to_text_r1"] == pytest.approx(3 / 4)
+    all_nan = recall_at_k(np.full((4, 4), np.nan), list(range(4)), ks=(1,))
+    assert all_nan["text_to_image_r1"] == pytest.approx(1 / 4)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_ties_are_broken_at_random_in_expectation(seed):
+    rng = np.random.default_rng(seed)
+    caption_image = [i for i in range(12) for _ in range(int(rng.integers(1, 4)))]
+    similarity = rng.integers(0, 3, size=(12, len(caption_image))).astype(float)  # many ties
+    got = recall_at_k(similarity, caption_image, (1, 3, 5))
+    want = random_tie_break_recall(similarity, caption_image, (1, 3, 5), orders=3000, seed=seed)
+    for key in want:
+        assert got[key] == pytest.approx(want[key], abs=0.01), key
+
+
+def test_hit_probability_counts_free_places():
+    # 2 candidates above, a tie of 3 negatives and 1 positive: 1 free place at K=3, 4 at K=6.
+    assert hit_probability(np.array([2]), np.array([3]), np.array([1]), 3)[0] == pytest.approx(1 / 4)
+    assert hit_probability(np.array([2]), np.array([3]), np.array([1]), 6)[0] == 1.0
+    assert hit_probability(np.array([3]), np.array([3]), np.array([1]), 3)[0] == 0.0
+    # Two tied positives among 2 negatives, 1 place: 1 - C(2,1)/C(4,1) = 1/2.
+    assert hit_probability(np.array([0]), np.array([2]), np.array([2]), 1)[0] == pytest.approx(0.5)
