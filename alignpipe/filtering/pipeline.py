@@ -60,7 +60,6 @@ columns of `PairMeta`): the filter's benchmark, and a dry run of thresholds on a
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import time
@@ -73,7 +72,6 @@ import pyarrow as pa
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
-from PIL import Image
 
 from alignpipe import fs
 from alignpipe.config import Config, FilterConfig, beam_pipeline_args
@@ -119,7 +117,8 @@ from alignpipe.filtering.stats import (
     write_stats_json,
 )
 from alignpipe.filtering.wordpiece import WordPieceVocabulary
-from alignpipe.imaging.phash import PHashIndex, phash, read_blocklist
+from alignpipe.imaging.decode import decode_image_facts
+from alignpipe.imaging.phash import PHashIndex, read_blocklist
 from alignpipe.model.reserved_tokens import RESERVED_TOKENS, VOCAB_FILE
 
 __all__ = [
@@ -193,7 +192,9 @@ def run_filter(cfg: Config, in_dir: str, out_dir: str, previous_stats: dict | No
     log.info("filter: %d shards from %s, %d evaluation images", len(shards), in_dir, len(eval_images))
     with beam.Pipeline(options=PipelineOptions(beam_pipeline_args(cfg))) as p:
         shard_paths = p | "Shards" >> beam.Create(shards)
-        batches = shard_paths | "ReadMetadata" >> beam.ParDo(_ReadShardMetadata(cfg.filter.nsfw_image_scorer))
+        batches = shard_paths | "ReadMetadata" >> beam.ParDo(
+            _ReadShardMetadata(cfg.filter.nsfw_image_scorer, cfg.scrape.max_image_pixels)
+        )
         eval_index, eval_by_hash, unsafe_index = _hash_indexes(p, cfg.filter, eval_images)
         decided = batches | "Decide" >> DecideBatches(
             cfg.filter, eval_index, unsafe_index, words, join_buckets(len(shards))
@@ -236,16 +237,6 @@ def _unsafe_words(cfg: FilterConfig) -> UnsafeWordList:
     return load_unsafe_words(cfg.unsafe_alt_words)
 
 
-def decode_image_facts(image_bytes: bytes) -> tuple[bool, int, int, int | None]:
-    """(decodable, width, height, pHash) of image file bytes; (False, 0, 0, None) if undecodable."""
-    try:
-        image = Image.open(io.BytesIO(image_bytes))
-        image.load()
-        return True, image.width, image.height, phash(image)
-    except Exception:  # untrusted web bytes: any decoder failure means "undecodable"
-        return False, 0, 0, None
-
-
 def pair_metadata(
     shard: str,
     index: int,
@@ -253,15 +244,17 @@ def pair_metadata(
     decoded: dict[str, tuple] | None = None,
     scorer: ImageScorer | None = None,
     scorer_spec: str = "",
+    max_pixels: int = 0,
 ) -> PairMeta:
     """The `PairMeta` of one shard record.
 
     A record with a pHash (the scrape decoded and resized the image) is not decoded: its
     size is the original one it carries. Otherwise the stored bytes are the downloaded file:
-    they are decoded here for their pHash and size, once per image when `decoded` (a cache of
-    SHA-256 -> (width, height, pHash, NSFW score) that the caller keeps) is given: the pairs of one image
-    lie next to each other in a shard. `scorer` (`filter.nsfw_image_scorer`), when given,
-    scores every decodable image, also once per image with the cache.
+    they are decoded here for their pHash and size, under the scrape's pixel cap `max_pixels`
+    (`decode_image_facts`), once per image when `decoded` (a cache of SHA-256 -> (width,
+    height, pHash, NSFW score) that the caller keeps) is given: the pairs of one image lie next
+    to each other in a shard. `scorer` (`filter.nsfw_image_scorer`), when given, scores every
+    decodable image, also once per image with the cache.
 
     Raises:
         InputError: the record is not an `ImageTextPair` example, or the scorer returned
@@ -272,26 +265,29 @@ def pair_metadata(
         text = f["text"].bytes_list.value[0].decode("utf-8")
         sha256 = f["image/sha256"].bytes_list.value[0].decode("utf-8")
         urls = [f[k].bytes_list.value[0].decode("utf-8") for k in ("image/url", "page/url")]
-        if decoded is not None and sha256 in decoded:
-            width, height, image_hash, score = decoded[sha256]
-        else:
+        known = decoded.get(sha256) if decoded is not None else None
+        if known is None:
             image_bytes = f["image/encoded"].bytes_list.value[0]
-            if "image/phash" in f:
-                image_hash = f["image/phash"].int64_list.value[0] & UINT64
-                width = f["image/original_width"].int64_list.value[0]
-                height = f["image/original_height"].int64_list.value[0]
-            else:
-                _, width, height, image_hash = decode_image_facts(image_bytes)
-            score = None if scorer is None or image_hash is None else image_bytes
-            if decoded is not None:
-                if len(decoded) >= _DECODED_CACHE:
-                    decoded.clear()
-                decoded[sha256] = width, height, image_hash, score
+            stored_facts = "image/phash" in f and (
+                f["image/phash"].int64_list.value[0] & UINT64,
+                f["image/original_width"].int64_list.value[0],
+                f["image/original_height"].int64_list.value[0],
+            )
     except Exception as e:  # protobuf DecodeError, missing or empty feature
         raise InputError(f"{shard}: record {index} is not an ImageTextPair Example ({e!r})") from None
-    if isinstance(score, bytes):  # scored outside the try: a scorer's error is its own
-        score = nsfw_score(scorer, score, scorer_spec)
+    if known is not None:
+        width, height, image_hash, score = known
+    else:
+        if stored_facts:
+            image_hash, width, height = stored_facts
+        else:
+            _, width, height, image_hash = decode_image_facts(image_bytes, max_pixels)
+        score = None
+        if scorer is not None and image_hash is not None:  # a scorer's error is its own
+            score = nsfw_score(scorer, image_bytes, scorer_spec)
         if decoded is not None:
+            if len(decoded) >= _DECODED_CACHE:
+                decoded.clear()
             decoded[sha256] = width, height, image_hash, score
     return PairMeta(shard, index, sha256, text, width, height, image_hash, *urls, score or 0.0)
 
@@ -302,8 +298,9 @@ _DECODED_CACHE = 4096  # images whose decoded facts a shard reader remembers
 class _ReadShardMetadata(beam.DoFn):
     """Shard path -> its records' `PairMeta` as `PairBatch`es, streamed (image bytes are not kept)."""
 
-    def __init__(self, scorer_spec: str = ""):
+    def __init__(self, scorer_spec: str = "", max_pixels: int = 0):
         self.scorer_spec = scorer_spec
+        self.max_pixels = max_pixels
 
     def setup(self) -> None:
         self.scorer = load_image_scorer(self.scorer_spec) if self.scorer_spec else None
@@ -313,7 +310,10 @@ class _ReadShardMetadata(beam.DoFn):
         metas: list[PairMeta] = []
         with FileSystems.open(shard, compression_type=CompressionTypes.UNCOMPRESSED) as file:
             for index, record in enumerate(iter_tfrecords(file)):
-                metas.append(pair_metadata(shard, index, record, decoded, self.scorer, self.scorer_spec))
+                meta = pair_metadata(
+                    shard, index, record, decoded, self.scorer, self.scorer_spec, self.max_pixels
+                )
+                metas.append(meta)
                 if len(metas) == BATCH_ROWS:
                     yield (shard, index // BATCH_ROWS), batch_of_metas(metas)
                     metas = []

@@ -138,6 +138,35 @@ def describe_image(
     )
 
 
+def decode_image_facts(data: bytes, max_pixels: int = 0) -> tuple[bool, int, int, int | None]:
+    """(decodable, width, height, pHash) of an image file, decoded under a pixel cap.
+
+    The filter's decode of images the scrape stored as downloaded. The header is read first,
+    as `describe_image` does: an image declaring more than `max_pixels` pixels (or over PIL's
+    own decompression-bomb limit) is not decoded and comes back as `(False, width, height,
+    None)`, undecodable under the cap, so a record the scrape would have refused never costs
+    its pixels in memory. A decoder failure on web bytes means undecodable, `(False, 0, 0,
+    None)`; running out of memory is not a property of the file and propagates.
+
+    Args:
+        data: the image file.
+        max_pixels: the cap (the scrape's `scrape.max_image_pixels`); 0: PIL's limit only.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if max_pixels and width * height > max_pixels:
+                return False, width, height, None
+            image.load()
+        return True, width, height, phash(image)
+    except MemoryError:
+        raise
+    except Exception:  # untrusted web bytes: PIL's decoders raise many kinds for broken files
+        return False, 0, 0, None
+
+
 def _target_size(width: int, height: int, image_size: int) -> tuple[int, int]:
     scale = image_size / min(width, height)
     if scale >= 1:

@@ -75,6 +75,7 @@ def _build_corpus(root: Path) -> tuple[list[tuple[ImageTextPair, str | None]], l
         rows += [(image, caption, None) for caption in CAPTIONS[6:9]]
 
     rows += [(b"not an image %d" % i, next(unique), "image_undecodable") for i in range(2)]
+    rows += [(png(150, 150), next(unique), "image_undecodable")]  # over the scrape's pixel cap: not decoded
     unsafe = make_scene(next(seeds))
     write_blocklist(str(root / "blocklist.txt"), [phash(unsafe)])
     rows += [
@@ -122,6 +123,7 @@ def _build_corpus(root: Path) -> tuple[list[tuple[ImageTextPair, str | None]], l
         "filter.eval_duplicate_max_hamming=6",
         "filter.unsafe_image_max_hamming=6",
         "filter.num_shards=2",
+        "scrape.max_image_pixels=20000",
         f"filter.unsafe_image_blocklist={root / 'blocklist.txt'}",
         f"eval.retrieval_sets=karpathy={root / 'retrieval' / 'karpathy.json'}",
         "eval.retrieval_split=test",  # the filter checks every split all the same
@@ -167,7 +169,7 @@ def test_run_filter_counts_every_pair_under_its_reason(tmp_path, hot_key_pairs):
 
     expected = Counter(reason for _, reason in pairs if reason)
     assert report.dropped == {reason: expected[reason] for reason in REASONS}
-    assert report.input_pairs == len(pairs) == 42
+    assert report.input_pairs == len(pairs) == 43
     assert report.kept_pairs == sum(1 for _, reason in pairs if reason is None) == 22
     kept = _read_pairs(out_dir)
     assert sorted(kept, key=repr) == sorted((p for p, r in pairs if r is None), key=repr)
@@ -246,6 +248,7 @@ def test_decode_image_facts():
     assert image_hash == phash(Image.open(io.BytesIO(data)))
     assert decode_image_facts(b"garbage") == (False, 0, 0, None)
     assert decode_image_facts(data[: len(data) // 2]) == (False, 0, 0, None)  # truncated
+    assert decode_image_facts(data, max_pixels=50 * 30 - 1) == (False, 50, 30, None)  # over the cap
 
 
 @pytest.mark.large
