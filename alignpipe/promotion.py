@@ -48,3 +48,28 @@ def challenger_wins(
     if champion is None:
         return True
     return challenger > champion + margin if higher_is_better else challenger < champion - margin
+
+
+def chance_level(metrics: Mapping[str, float], metric: str) -> float | None:
+    """The chance level of `metric` (its `*_chance` companion, as `promotion_score` reads
+    `metric`), or None when the evaluation reports none."""
+    return promotion_score(metrics, f"{metric}_chance")
+
+
+def clears_chance(score: float, chance: float | None, min_ratio: float) -> bool:
+    """Whether a score is far enough above chance for a model to be promoted at all.
+
+    A model at chance (a collapsed one: every embedding the same) must never become the
+    champion, whether or not there is one to beat. The score must exceed `min_ratio` times
+    the chance level; a metric without a chance level (None) is not checked.
+
+    Args:
+        score: the model's score on the promotion metric (higher is better).
+        chance: the metric's chance level on the same sets, or None.
+        min_ratio: how many times chance the score must exceed (>= 1).
+
+    Example:
+        >>> clears_chance(0.05, 0.01, 2.0), clears_chance(0.015, 0.01, 2.0)
+        (True, False)
+    """
+    return chance is None or score > min_ratio * chance
