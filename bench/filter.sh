@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The filter benchmark: the Beam metadata filter (run_filter_metadata) vs its pandas reference on
+# The filter benchmark: the Beam metadata filter (run_filter_metadata) vs its in-memory pandas peer on
 # one synthetic skewed corpus, normal and hot-key variants (see bench/filter_vs_pandas.py for what
 # runs and docs/benchmarks.md for the figures).
 #   bench/filter.sh [PAIRS] [OUT]     PAIRS default 1000000; OUT default /tmp/filterbench-DATE

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The Beam metadata filter side by side with its pandas reference, on one synthetic corpus.
+"""The Beam metadata filter side by side with its in-memory pandas peer, on one synthetic corpus.
 
     python bench/filter_vs_pandas.py --pairs 1000000 --seed 0 --out DIR [--variants normal,hot]
 
@@ -9,7 +9,7 @@ under `/usr/bin/time -v`:
   beam    `run_filter_metadata` (alignpipe.filtering.pipeline) with the `local` environment's
           runner (`runner.beam_args` as configured) and the `paper` experiment's thresholds;
           writes dropped-*.jsonl and funnel.json
-  pandas  `alignpipe.filtering.reference` in one process: reads the parquet files, decides every
+  pandas  `alignpipe.filtering.frame_rules` in one process: reads the parquet files, decides every
           pair, writes the dropped pairs as JSON lines (the same fields) and funnel.json
 Variants: `normal` (the corpus as generated: the hottest alt-text "logo" on 2% of pairs, the
 hottest image on 2%) and `hot` (both `--hot-scale` = 10x hotter, the pair count unchanged): if
@@ -59,17 +59,17 @@ def run_beam(metadata: str, out: str, work_dir: str, sets: list[str]) -> dict:
 
 
 def run_pandas(metadata: str, out: str, work_dir: str, sets: list[str]) -> dict:
-    """The reference as a pandas user would run it: one process, outputs like the Beam filter's."""
+    """The in-memory filter as a pandas user would run it: one process, outputs like the Beam filter's."""
     import numpy as np
 
-    from alignpipe.filtering.funnel import FUNNEL_JSON, write_funnel_json
-    from alignpipe.filtering.reference import (
+    from alignpipe.filtering.frame_rules import (
         KEPT,
         RULE_COLUMNS,
         funnel_of_outcome_codes,
+        in_memory_outcome_codes,
         read_metadata,
-        reference_outcome_codes,
     )
+    from alignpipe.filtering.funnel import FUNNEL_JSON, write_funnel_json
     from alignpipe.filtering.rules import NO_UNSAFE_WORDS, REASONS
     from alignpipe.filtering.safety import load_unsafe_words
 
@@ -77,7 +77,7 @@ def run_pandas(metadata: str, out: str, work_dir: str, sets: list[str]) -> dict:
     words = load_unsafe_words(cfg.filter.unsafe_alt_words) if cfg.filter.unsafe_alt_words else NO_UNSAFE_WORDS
     columns = list(dict.fromkeys([*DROPPED_FIELDS, *RULE_COLUMNS]))
     frame = read_metadata(metadata, columns)
-    codes = reference_outcome_codes(frame, cfg.filter, unsafe_words=words)
+    codes = in_memory_outcome_codes(frame, cfg.filter, unsafe_words=words)
     dropped = frame.loc[codes != KEPT, list(DROPPED_FIELDS)]
     dropped["reason"] = np.array(REASONS, dtype=object)[codes[codes != KEPT]]
     os.makedirs(out, exist_ok=True)
@@ -269,7 +269,7 @@ def main() -> None:
     print("\n" + text + f"results in {args.out}/results.json", flush=True)
     failed = [v for v, r in results["variants"].items() if not all(r["checks"].values())]
     if failed:
-        sys.exit(f"FAIL: the Beam filter and the pandas reference disagree (or a run failed) in {failed}")
+        sys.exit(f"FAIL: the Beam filter and the pandas peer disagree (or a run failed) in {failed}")
 
 
 if __name__ == "__main__":

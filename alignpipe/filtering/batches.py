@@ -18,8 +18,8 @@ counts each key's distinct partners over the whole bucket at once (Arrow and num
 then names the rows of the keys over the threshold. A bucket holds about 1 / `buckets` of the
 corpus and the count costs per row, not per key, so a popular key ("logo") costs no more than
 its rows. The flagged rows go back to their batch (a join on the batch id) and the rules are
-applied to the whole batch at once (`reference.outcome_codes`, the vectorised rules the pandas
-reference applies). One DoFn per side of the joins reads a batch (`_KeysOfBatch`, then
+applied to the whole batch at once (`frame_rules.outcome_codes`, the rules on whole columns that
+the in-memory pandas filter applies too). One DoFn per side of the joins reads a batch (`_KeysOfBatch`, then
 `SummariseBatch`): Beam's SDK encodes the first elements of every output it hands on to size
 them, and a batch is large.
 """
@@ -36,8 +36,8 @@ import pandas as pd
 from alignpipe.config import FilterConfig
 from alignpipe.data.records import UINT64
 from alignpipe.filtering.facts import METADATA_COLUMNS, PairMeta
+from alignpipe.filtering.frame_rules import KEPT, outcome_codes
 from alignpipe.filtering.joins import KeysOverCap, bucket_pieces, key_buckets
-from alignpipe.filtering.reference import KEPT, outcome_codes
 from alignpipe.filtering.rules import NO_UNSAFE_WORDS, REASONS, UnsafeWordList, normalise_alt_text
 from alignpipe.filtering.stats import CorpusStatsAccumulator
 from alignpipe.filtering.vocabulary import RareTexts

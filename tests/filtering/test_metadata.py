@@ -20,9 +20,9 @@ from alignpipe.data.records import ImageTextPair, TFRecordWriter, iter_tfrecords
 from alignpipe.errors import InputError
 from alignpipe.filtering import joins
 from alignpipe.filtering.batches import MAX_JOIN_BUCKETS, REASON, dropped_lines, join_buckets
+from alignpipe.filtering.frame_rules import KEPT
 from alignpipe.filtering.joins import AttachStats, KeysOverCap, bucket_pieces, key_buckets, keys_over
 from alignpipe.filtering.pipeline import pair_metadata
-from alignpipe.filtering.reference import KEPT
 from alignpipe.filtering.rules import REASONS
 from alignpipe.imaging.decode import describe_image
 from alignpipe.imaging.phash import hamming, phash

@@ -1,12 +1,13 @@
-"""The filter on pair metadata, in memory with pandas: the reference the Beam filter must agree with.
+"""ALIGN's filter rules on a pandas frame of pair metadata, column by column.
 
-`run_filter_metadata` (alignpipe.filtering.pipeline) applies ALIGN's rules to a corpus of
-`PairMeta` records on Beam; this module applies the same rules to the same records in one
-process, the way a data scientist with pandas would. It is both the check of the Beam filter
-(tests/filtering/test_reference.py: identical funnels on random skewed data) and its peer in
-bench/filter_vs_pandas.py (the same corpus, timed side by side).
+The Beam filter (alignpipe.filtering.batches) calls `outcome_codes` on each batch of pairs,
+with the answers of the corpus-wide rules that its joins counted. `in_memory_outcome_codes` (and
+`in_memory_drop_reasons`, `in_memory_funnel`) counts those itself, with pandas, over a whole
+corpus in one process, then calls `outcome_codes` once: the in-memory peer of
+`run_filter_metadata`, checked against it in tests/filtering/test_frame_rules.py (identical
+funnels on random skewed data) and timed beside it in bench/filter_vs_pandas.py.
 
-Every statistic is taken over the raw corpus, as in `rules`:
+In memory, every statistic is taken over the raw corpus, as in `rules`:
 - alts per image: distinct `normalise_alt_text` of the pairs with the image's SHA-256;
 - images per alt-text: distinct SHA-256 of the pairs with that normalised alt-text;
 - token counts: `alt_unigrams_and_bigrams` of every pair's text, every occurrence counted;
@@ -31,7 +32,7 @@ Example:
     >>> pairs = [PairMeta("s", 0, "aa", "a red dog on grass", 640, 480, 7),
     ...          PairMeta("s", 1, "bb", "tiny", 640, 480, 9),
     ...          PairMeta("s", 2, "cc", "a red dog on grass", 640, 480, None)]
-    >>> reference_drop_reasons(pairs, FilterConfig())
+    >>> in_memory_drop_reasons(pairs, FilterConfig())
     [None, 'text_too_short', 'image_undecodable']
 """
 
@@ -75,7 +76,7 @@ Pairs = pd.DataFrame | Iterable[PairMeta]
 HashSet = PHashIndex | Iterable[int]
 
 
-def reference_drop_reasons(
+def in_memory_drop_reasons(
     pairs: Pairs,
     cfg: FilterConfig,
     eval_hashes: HashSet = (),
@@ -94,11 +95,11 @@ def reference_drop_reasons(
         unsafe_words: the `text_unsafe` word list (`safety.load_unsafe_words`; empty: off).
     """
     names = np.array([*REASONS, None], dtype=object)
-    codes = reference_outcome_codes(pairs, cfg, eval_hashes, unsafe_hashes, unsafe_words)
+    codes = in_memory_outcome_codes(pairs, cfg, eval_hashes, unsafe_hashes, unsafe_words)
     return names[codes].tolist()
 
 
-def reference_funnel(
+def in_memory_funnel(
     pairs: Pairs,
     cfg: FilterConfig,
     batch_size: int = 0,
@@ -106,23 +107,23 @@ def reference_funnel(
     unsafe_hashes: HashSet = (),
     unsafe_words: UnsafeWordList = NO_UNSAFE_WORDS,
 ) -> FunnelReport:
-    """The funnel of the filter on `pairs` (see `reference_drop_reasons` for the arguments).
+    """The funnel of the filter on `pairs` (see `in_memory_drop_reasons` for the arguments).
 
     Args:
         batch_size: the training batch (`train.batch_size`) for the kept-pairs warning; 0: none.
     """
-    codes = reference_outcome_codes(pairs, cfg, eval_hashes, unsafe_hashes, unsafe_words)
+    codes = in_memory_outcome_codes(pairs, cfg, eval_hashes, unsafe_hashes, unsafe_words)
     return funnel_of_outcome_codes(codes, batch_size)
 
 
 def funnel_of_outcome_codes(codes: np.ndarray, batch_size: int = 0) -> FunnelReport:
-    """The funnel of `reference_outcome_codes` (int array of shape [pairs])."""
+    """The funnel of `in_memory_outcome_codes` (int array of shape [pairs])."""
     counts = np.bincount(codes, minlength=KEPT + 1)
     outcomes = {reason: int(counts[i]) for i, reason in enumerate(REASONS)} | {"kept": int(counts[KEPT])}
     return FunnelReport.from_outcomes(len(codes), outcomes, batch_size)
 
 
-def reference_outcome_codes(
+def in_memory_outcome_codes(
     pairs: Pairs,
     cfg: FilterConfig,
     eval_hashes: HashSet = (),
@@ -163,7 +164,7 @@ def outcome_codes(
         texts: distinct normalised alt-texts (`normalise_alt_text`).
         corpus: per pair, bool arrays of shape [pairs], for the rules that count over the
             corpus: "image_too_many_alts", "text_shared_by_too_many_images", "text_rare_token".
-        cfg, eval_hashes, unsafe_hashes, unsafe_words: as for `reference_drop_reasons`.
+        cfg, eval_hashes, unsafe_hashes, unsafe_words: as for `in_memory_drop_reasons`.
 
     Returns:
         Int array of shape [pairs]: the index in `REASONS` of each pair's drop reason, or `KEPT`.
@@ -192,8 +193,8 @@ def outcome_codes(
         **corpus,
     }
     unknown = [reason for reason in REASONS if reason not in drops]
-    if unknown:  # a rule added to rules.py: the reference must learn it before it can be trusted
-        raise NotImplementedError(f"the reference filter does not implement the rules {unknown}")
+    if unknown:  # a rule added to rules.py: the frame rules must learn it before they can be trusted
+        raise NotImplementedError(f"the frame rules do not implement the rules {unknown}")
     # np.select takes, per pair, the first condition that holds: REASONS order.
     return np.select([drops[reason] for reason in REASONS], list(range(len(REASONS))), default=KEPT)
 

@@ -1,4 +1,4 @@
-"""The pandas reference filter: against drop_reason on PairFacts, and the Beam metadata filter against it."""
+"""The rules on a pandas frame: against drop_reason on PairFacts; the Beam metadata filter against them."""
 
 import dataclasses
 import json
@@ -12,15 +12,15 @@ import pytest
 
 from alignpipe.config import FilterConfig, load_config
 from alignpipe.filtering.facts import PairMeta
-from alignpipe.filtering.funnel import FunnelReport
-from alignpipe.filtering.pipeline import run_filter_metadata
-from alignpipe.filtering.reference import (
+from alignpipe.filtering.frame_rules import (
+    in_memory_drop_reasons,
+    in_memory_funnel,
     pairs_frame,
     read_metadata,
-    reference_drop_reasons,
-    reference_funnel,
     vocabulary_mask,
 )
+from alignpipe.filtering.funnel import FunnelReport
+from alignpipe.filtering.pipeline import run_filter_metadata
 from alignpipe.filtering.rules import (
     REASONS,
     PairFacts,
@@ -147,7 +147,7 @@ def test_hand_made_corpus_fires_every_metadata_rule_at_its_boundaries():
     assert (by_image["m4"].alts_per_image, by_image["m3"].alts_per_image) == (4, 3)
     assert (by_image["h3"].images_per_alt, by_image["b2"].images_per_alt) == (3, 2)
     assert [drop_reason(f, HAND_CFG, **hashes) for f in facts] == expected
-    assert reference_drop_reasons(metas, HAND_CFG, **hashes) == expected
+    assert in_memory_drop_reasons(metas, HAND_CFG, **hashes) == expected
 
 
 def test_signed_phash_frame_and_hash_index_give_the_same_reasons():
@@ -160,35 +160,35 @@ def test_signed_phash_frame_and_hash_index_give_the_same_reasons():
         "unsafe_hashes": PHashIndex([UNSAFE], radius=6),
         "unsafe_words": UNSAFE_WORDS,
     }
-    assert reference_drop_reasons(frame, HAND_CFG, **indexes) == [row[-1] for row in HAND_ROWS]
+    assert in_memory_drop_reasons(frame, HAND_CFG, **indexes) == [row[-1] for row in HAND_ROWS]
 
 
 def test_float_phash_column_is_refused_by_the_hash_rules():
     frame = pd.DataFrame(_metas(HAND_ROWS))  # None among ints: pandas makes it float64
-    assert reference_drop_reasons(frame, HAND_CFG) == reference_drop_reasons(_metas(HAND_ROWS), HAND_CFG)
+    assert in_memory_drop_reasons(frame, HAND_CFG) == in_memory_drop_reasons(_metas(HAND_ROWS), HAND_CFG)
     with pytest.raises(TypeError, match="float"):
-        reference_drop_reasons(frame, HAND_CFG, eval_hashes=[EVAL])
+        in_memory_drop_reasons(frame, HAND_CFG, eval_hashes=[EVAL])
 
 
 def test_safety_rules_are_off_by_default():
-    off = reference_drop_reasons(_metas(HAND_ROWS), dataclasses.replace(HAND_CFG, nsfw_image_scorer=""))
+    off = in_memory_drop_reasons(_metas(HAND_ROWS), dataclasses.replace(HAND_CFG, nsfw_image_scorer=""))
     assert not {"image_unsafe", "image_nsfw", "image_eval_duplicate", "text_unsafe"} & set(off)
     without_scores = pairs_frame(_metas(HAND_ROWS)).drop(columns="nsfw_score")
-    assert "image_nsfw" not in reference_drop_reasons(without_scores, HAND_CFG)
+    assert "image_nsfw" not in in_memory_drop_reasons(without_scores, HAND_CFG)
 
 
 def test_funnel_counts_each_reason():
     metas = _metas(HAND_ROWS)
-    reasons = reference_drop_reasons(metas, HAND_CFG, unsafe_words=UNSAFE_WORDS)
-    report = reference_funnel(metas, HAND_CFG, batch_size=1000, unsafe_words=UNSAFE_WORDS)
+    reasons = in_memory_drop_reasons(metas, HAND_CFG, unsafe_words=UNSAFE_WORDS)
+    report = in_memory_funnel(metas, HAND_CFG, batch_size=1000, unsafe_words=UNSAFE_WORDS)
     assert report == FunnelReport.from_outcomes(len(metas), Counter(r or "kept" for r in reasons), 1000)
     assert report.dropped["text_unsafe"] == 1
     assert any("fewer than one training batch" in warning for warning in report.warnings)
 
 
 def test_empty_corpus():
-    assert reference_drop_reasons([], HAND_CFG) == []
-    assert reference_funnel([], HAND_CFG).input_pairs == 0
+    assert in_memory_drop_reasons([], HAND_CFG) == []
+    assert in_memory_funnel([], HAND_CFG).input_pairs == 0
 
 
 @pytest.mark.parametrize("k", [1, 7, 40, 10_000])
@@ -207,13 +207,13 @@ def test_skewed_corpus_agrees_with_drop_reason_per_pair(k):
     metas = [PairMeta("gen", i, **row) for i, row in enumerate(generate(3000, seed=k).to_pylist())]
     cfg = dataclasses.replace(HAND_CFG, rare_token_vocab_size=k, rare_token_min_word_share=0.001)
     expected = [drop_reason(facts, cfg) for facts in _facts(metas, cfg)]
-    assert reference_drop_reasons(metas, cfg) == expected
+    assert in_memory_drop_reasons(metas, cfg) == expected
     assert len(set(expected)) >= 8  # the rules that metadata can fire, and kept pairs
 
 
 @pytest.mark.large
 @pytest.mark.parametrize("hot_key_pairs", [10_000, 20])  # 20: the hottest keys take the side-input path
-def test_beam_metadata_filter_agrees_with_the_reference(tmp_path, hot_key_pairs):
+def test_beam_metadata_filter_agrees_with_the_in_memory_filter(tmp_path, hot_key_pairs):
     table = generate(3000, seed=7)
     rng = random.Random(7)
     scores = {sha256: rng.random() ** 8 for sha256 in table["sha256"].to_pylist()}  # 8% >= 0.5
@@ -231,14 +231,14 @@ def test_beam_metadata_filter_agrees_with_the_reference(tmp_path, hot_key_pairs)
     words = load_unsafe_words(cfg.filter.unsafe_alt_words)
     pattern = str(tmp_path / "meta" / "*.parquet")
     frame = read_metadata(pattern)
-    expected = reference_funnel(frame, cfg.filter, cfg.train.batch_size, unsafe_words=words)
+    expected = in_memory_funnel(frame, cfg.filter, cfg.train.batch_size, unsafe_words=words)
     fired = {reason for reason, pairs in expected.dropped.items() if pairs}
     assert fired == set(REASONS) - {"image_unsafe", "image_eval_duplicate"}
 
     report = run_filter_metadata(cfg, pattern, str(tmp_path / "out"))
 
     assert report.to_dict() == expected.to_dict()
-    reasons = reference_drop_reasons(frame, cfg.filter, unsafe_words=words)
+    reasons = in_memory_drop_reasons(frame, cfg.filter, unsafe_words=words)
     dropped = Counter(
         (sha256, text, reason)
         for sha256, text, reason in zip(frame["sha256"], frame["text"], reasons, strict=True)
