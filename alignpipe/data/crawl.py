@@ -33,9 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import gzip
 import logging
-import re
 import urllib.parse
 from collections.abc import AsyncIterator, Iterable, Iterator
 
@@ -44,6 +42,7 @@ from alignpipe.data.entries import ImageEntry, PageRecord
 from alignpipe.data.fetch import Fetcher, FetchPolicy
 from alignpipe.data.html import parse_page
 from alignpipe.data.robots import RobotsCache
+from alignpipe.data.sitemaps import read_sitemaps
 from alignpipe.errors import InputError
 from alignpipe.progress import Progress
 
@@ -53,8 +52,6 @@ NON_PAGE_EXTENSIONS = frozenset(
     ".png .jpg .jpeg .gif .webp .bmp .svg .ico .tif .tiff .pdf .zip .gz .tgz .bz2 .xz .tar .deb .rpm "
     ".exe .dmg .iso .mp3 .mp4 .avi .mov .webm .ogg .wav .css .js .json .xml .txt .csv .ps .eps".split()
 )
-MAX_SITEMAPS = 100
-_LOC = re.compile(rb"<loc>\s*([^<\s]+)\s*</loc>", re.IGNORECASE)
 
 
 def host_of(url: str) -> str:
@@ -153,26 +150,15 @@ class _SiteCrawl:
                 self.add(link, url, depth + 1)
 
     async def sitemap_urls(self, seeds: list[str]) -> list[str]:
-        """Page URLs listed by the host's sitemaps (robots.txt `Sitemap:` lines, else /sitemap.xml)."""
+        """Page URLs listed by the host's sitemaps (robots.txt `Sitemap:` lines, else /sitemap.xml),
+        read as `alignpipe.data.sitemaps` does."""
         rules = await self.robots.rules(seeds[0])
         scheme = urllib.parse.urlsplit(seeds[0]).scheme
-        todo = rules.sitemaps or [f"{scheme}://{self.host}/sitemap.xml"]
-        pages: list[str] = []
-        for done, sitemap in enumerate(todo):
-            if done >= MAX_SITEMAPS:
-                break
-            fetched = await self.fetcher.get(sitemap, self.cfg.max_page_bytes, check=self.check)
-            if fetched.outcome != "ok":
-                continue
-            body = fetched.body
-            if body[:2] == b"\x1f\x8b":
-                body = gzip.decompress(body)[: self.cfg.max_page_bytes]
-            locs = [urllib.parse.urldefrag(m.decode("utf-8", "replace")).url for m in _LOC.findall(body)]
-            (todo if b"<sitemapindex" in body[:1000] else pages).extend(locs)
-        log.info(
-            "sitemaps of %s: %d page URLs from %d files", self.host, len(pages), min(len(todo), MAX_SITEMAPS)
-        )
-        return pages
+        first = rules.sitemaps or [f"{scheme}://{self.host}/sitemap.xml"]
+        read = await read_sitemaps(self.fetcher, first, self.cfg.max_page_bytes, self.check)
+        files = ", ".join(f"{n} {outcome}" for outcome, n in sorted(read.outcomes.items()))
+        log.info("sitemaps of %s: %d page URLs; files by outcome: %s", self.host, len(read.page_urls), files)
+        return read.page_urls
 
 
 async def crawl_site_batches(

@@ -1,6 +1,6 @@
 """A hostile web site on loopback: each path is one thing the real web does to a scraper.
 
-`hostile_site()` starts four threaded HTTP servers and yields a `HostileSite`:
+`hostile_site()` starts five threaded HTTP servers and yields a `HostileSite`:
 
 | name        | address              | serves                                                 |
 |-------------|----------------------|--------------------------------------------------------|
@@ -8,6 +8,7 @@
 | `forbidden` | 127.0.0.2:P          | anything; a scraper must never connect to it            |
 | `flaky`     | 127.0.0.1:Q          | robots.txt answers 503 once, then rules                 |
 | `down`      | 127.0.0.1:R          | robots.txt answers 503 always                           |
+| `sitemaps`  | 127.0.0.1:S          | robots.txt naming hostile sitemaps (`hostile_sitemaps`) |
 
 Every server records each connection and each request (path, time, User-Agent), so
 tests can assert what was, and what was never, fetched. Responses are small functions
@@ -33,6 +34,8 @@ from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
+
+from tests.data.hostile_sitemaps import SITEMAP_PAGES, sitemap_files
 
 DRIP_INTERVAL_S = 0.5
 HANG_LIMIT_S = 30.0  # slow and stalled responses give up after this (or at shutdown)
@@ -246,7 +249,7 @@ class HostileSite:
 
     Attributes:
         bases: `{"main": "http://127.0.0.1:P", "forbidden": ..., "flaky": ..., "down": ...,
-            "port": "P"}`, to fill URL templates such as `"{main}/img/photo.jpg"`.
+            "sitemaps": ..., "port": "P"}`, to fill URL templates such as `"{main}/img/photo.jpg"`.
         logs: each server's `RequestLog`, by name; `logs["forbidden"]` is None when
             127.0.0.2 could not be bound.
         files: the bytes served at each path of `main` that holds a real image.
@@ -415,6 +418,14 @@ def side_routes(png_: bytes) -> dict[str, dict[str, Responder]]:
     }
 
 
+def sitemap_routes(bases: dict[str, str]) -> dict[str, Responder]:
+    """The `sitemaps` server: robots.txt, the sitemaps it names, and a page at each URL they list."""
+    routes = {path: ok(body, content_type) for path, (body, content_type) in sitemap_files(bases).items()}
+    for path in SITEMAP_PAGES:
+        routes[urllib.parse.urlsplit(path).path] = ok(html(f"<p>{path} of a sitemap</p>"), "text/html")
+    return routes
+
+
 @contextlib.contextmanager
 def hostile_site(pages: dict[str, Page]) -> Iterator[HostileSite]:
     """Starts the servers, yields the running `HostileSite`, then stops and joins them.
@@ -429,7 +440,8 @@ def hostile_site(pages: dict[str, Page]) -> Iterator[HostileSite]:
     """
     files = make_files()
     with contextlib.ExitStack() as stack:
-        servers = {name: stack.enter_context(_serving("127.0.0.1", 0)) for name in ("main", "flaky", "down")}
+        names = ("main", "flaky", "down", "sitemaps")
+        servers = {name: stack.enter_context(_serving("127.0.0.1", 0)) for name in names}
         port = servers["main"].server_address[1]
         with contextlib.suppress(OSError):
             servers["forbidden"] = stack.enter_context(_serving("127.0.0.2", port))
@@ -437,6 +449,7 @@ def hostile_site(pages: dict[str, Page]) -> Iterator[HostileSite]:
         bases |= {"forbidden": f"http://127.0.0.2:{port}", "port": str(port)}
         # Nobody knows the addresses yet, so routes can be filled in after binding.
         servers["main"].routes.update(main_routes(bases, files, pages))
+        servers["sitemaps"].routes.update(sitemap_routes(bases))
         for name, routes in side_routes(files["/img/chart.png"]).items():
             if name in servers:
                 servers[name].routes.update(routes)

@@ -1,8 +1,9 @@
 """`run_scrape` against a hostile site: every hazard ends in its named outcome, nothing hangs.
 
 The site (`hostile_server.py`) is built from the tables below: each `<img>` and `<a>` of each
-page is one row `(src or href as written, ..., expected outcome)`. One scrape runs per module;
-each test checks one part of the contract on its outputs:
+page is one row `(src or href as written, ..., expected outcome)`; a second seed host serves
+hostile sitemaps, with its own tables (`hostile_sitemaps.py`). One scrape runs per module;
+each test checks one part of the contract on its outputs (and on what the scrape logged):
 
 - `manifest-*.jsonl`: a line per page URL met and per `<img>` entry, with its outcome;
 - `pairs-*.tfrecord.gz`: `tf.train.Example`s of the `ok` entries;
@@ -23,12 +24,14 @@ Choices the contract leaves open, as these tests read them:
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import glob
 import hashlib
 import html
 import io
 import json
+import logging
 import os
 import threading
 import time
@@ -41,12 +44,13 @@ from PIL import Image
 from alignpipe.config import Config, load_config
 from alignpipe.data.scrape import run_scrape
 from tests.data.hostile_server import HostileSite, Page, hostile_site
+from tests.data.hostile_sitemaps import SITEMAP_FAULTS, SITEMAP_PAGES, SITEMAPS
 
 pytestmark = pytest.mark.large
 
 SCRAPE_LIMIT_S = 120.0
 OVERRIDES = [
-    "scrape.seed_urls={main}/index.html",
+    "scrape.seed_urls={main}/index.html,{sitemaps}/index.html",
     "scrape.allowed_networks=127.0.0.1/32",  # 127.0.0.2 stays forbidden
     "scrape.request_deadline_s=2",
     "scrape.read_timeout_s=1",
@@ -58,8 +62,8 @@ OVERRIDES = [
     "scrape.max_image_pixels=4000000",
     "scrape.max_redirects=5",
     "scrape.max_depth=3",  # /depth/4.html is one link too deep
-    "scrape.max_page_bytes=100000",  # /huge.html is 180 KB
-    "scrape.use_sitemaps=false",
+    "scrape.max_page_bytes=100000",  # /huge.html is 180 KB, /bomb.xml.gz inflates to 64 MB
+    "scrape.use_sitemaps=true",  # main has none (its /sitemap.xml is a 404); sitemaps has hostile ones
 ]
 EITHER = frozenset  # an outcome row that accepts any of a few outcomes
 
@@ -215,7 +219,9 @@ def expected_pages(site: HostileSite) -> dict[str, str | frozenset]:
     out = {site.url("{main}/index.html"): "ok"}
     for path, page in SITE.items():
         out |= {resolve(site, path, href): outcome for href, outcome in page.links if outcome is not None}
-    return out
+    return out | {
+        site.url("{sitemaps}" + path): outcome for path, outcome in SITEMAP_PAGES.items() if outcome
+    }
 
 
 def expected_pairs(site: HostileSite) -> dict[str, tuple[bytes, str, str | None]]:
@@ -250,6 +256,7 @@ class Scraped:
     cfg: Config
     out_dir: str
     seconds: float
+    logged: list[str]  # the messages of the `alignpipe` logger, INFO and above
 
     def manifest(self, kind: str) -> list[dict]:
         lines = []
@@ -287,14 +294,32 @@ def scraped(tmp_path_factory) -> Scraped:
 
         thread = threading.Thread(target=scrape, name="run_scrape", daemon=True)
         start = time.monotonic()
-        thread.start()
-        thread.join(SCRAPE_LIMIT_S)
+        with logged_messages("alignpipe") as logged:
+            thread.start()
+            thread.join(SCRAPE_LIMIT_S)
         seconds = time.monotonic() - start
         if thread.is_alive():
             pytest.fail(f"run_scrape still running after {SCRAPE_LIMIT_S:.0f} s: a hazard hung it")
     if failure:
         raise AssertionError("run_scrape crashed on the hostile site") from failure[0]
-    return Scraped(site, cfg, out_dir, seconds)
+    return Scraped(site, cfg, out_dir, seconds, logged)
+
+
+@contextlib.contextmanager
+def logged_messages(name: str):
+    """The messages a logger gives at INFO and above while the block runs (from any thread)."""
+    messages: list[str] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def test_every_image_entry_ends_in_its_outcome(scraped):
@@ -388,3 +413,26 @@ def test_scrape_is_bounded_and_identifies_itself(scraped):
         if log is not None and log.hits:
             assert log.user_agents() == {scraped.cfg.scrape.user_agent}, name
     assert scraped.site.server_errors() == []
+
+
+def test_sitemaps_are_read_once_each_and_never_past_the_cap(scraped):
+    log = scraped.site.logs["sitemaps"]
+    for path in [*SITEMAPS, "/bomb.xml.gz"]:  # index loops and a self-listing index included
+        assert len(log.times(path)) == 1, path
+    for path, outcome in SITEMAP_PAGES.items():  # after the bomb's cap, in refused or broken files
+        if outcome is None:
+            assert log.times(urllib.parse.urlsplit(path).path) == [], path
+
+
+def test_sitemap_faults_are_logged_with_their_outcome(scraped):
+    for path, outcome in SITEMAP_FAULTS.items():
+        said = [
+            m for m in scraped.logged if m.startswith(f"sitemap {scraped.site.url('{sitemaps}' + path)}: ")
+        ]
+        assert len(said) == 1 and said[0].split(": ")[1].startswith(f"{outcome},"), (path, said)
+    files = collections.Counter(SITEMAP_FAULTS.values())
+    files["ok"] = len(SITEMAPS) + 1 - len(SITEMAP_FAULTS)  # + 1: the bomb, not in SITEMAPS
+    by_outcome = ", ".join(f"{n} {outcome}" for outcome, n in sorted(files.items()))
+    page_urls = sum(outcome is not None for outcome in SITEMAP_PAGES.values())  # the seed is listed too
+    host = urllib.parse.urlsplit(scraped.site.bases["sitemaps"]).netloc
+    assert f"sitemaps of {host}: {page_urls} page URLs; files by outcome: {by_outcome}" in scraped.logged
