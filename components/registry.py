@@ -17,7 +17,7 @@ from alignpipe import fs
 from alignpipe.config import Config
 from alignpipe.errors import InputError
 from alignpipe.model.encoder import CONFIG_FILE
-from alignpipe.promotion import challenger_wins, promotion_score
+from alignpipe.promotion import challenger_wins, chance_level, clears_chance, promotion_score
 from components.vertex_registry import mlflow_tags, upload_model_version
 
 # The pyfunc's code (MLflow "models from code"): it runs where the model is loaded, without
@@ -38,9 +38,10 @@ def register_model(
     Runs inside an active MLflow run (the register stage's). The challenger's score and the
     champion's come from the same evaluation run (`champion`, written by `evaluate_champion`),
     never from an earlier run's tags: the alias moves only if `challenger_wins` by
-    `register.margin`. A champion that is not the one scored there (the alias moved meanwhile)
-    keeps its place; one that could not be scored loses it. The decision and both scores are
-    logged to the run and returned.
+    `register.margin`, and never for a score that is not above `register.min_chance_ratio`
+    times the metric's chance level, whatever the champion's. A champion that is not the one
+    scored there (the alias moved meanwhile) keeps its place; one that could not be scored
+    loses it. The decision and both scores are logged to the run and returned.
 
     Args:
         eval_metrics: the challenger's `<set>/<metric>` values.
@@ -60,7 +61,14 @@ def register_model(
     current = _champion_version(client, reg.model_name, reg.champion_alias)
     scored = str(champion["version"]) if champion else None
     champion_score = promotion_score(champion["metrics"], reg.metric) if champion else None
-    if current is None:
+    chance = chance_level(eval_metrics, reg.metric) if reg.higher_is_better else None
+    if not clears_chance(score, chance, reg.min_chance_ratio):
+        promoted = False
+        reason = (
+            f"{reg.metric} {score:.4f} is not above {reg.min_chance_ratio:g}x its chance level "
+            f"{chance:.4f} (register.min_chance_ratio)"
+        )
+    elif current is None:
         promoted, reason = True, "first model"
     elif current != scored:
         promoted = False
@@ -96,6 +104,7 @@ def register_model(
         "version": version,
         "metric": reg.metric,
         "margin": reg.margin,
+        "chance_level": chance,
         "challenger_score": score,
         "champion_score": champion_score,
         "champion_version": current,

@@ -64,6 +64,7 @@ def test_json_round_trip_is_exact():
             ["filter.rare_token_min_word_share=2"],
             "rare_token_min_word_share=2.0 is not allowed: must be <= 1",
         ),
+        (["register.min_chance_ratio=0.5"], "register.min_chance_ratio=0.5 is not allowed: must be >= 1"),
     ],
 )
 def test_bad_values_name_the_key(overrides, message):

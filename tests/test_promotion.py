@@ -1,6 +1,6 @@
 import pytest
 
-from alignpipe.promotion import chance_level, challenger_wins, clears_chance, promotion_score
+from alignpipe.promotion import challenger_wins, chance_level, clears_chance, promotion_score
 
 
 def test_first_model_wins():

@@ -223,6 +223,9 @@ class RegisterConfig:
     metric: str = "image_to_text_r1"
     higher_is_better: bool = True
     margin: float = 0.0  # the challenger must beat the champion by more than this
+    # A model is promoted only if its score is above this many times the metric's chance level
+    # (`<metric>_chance`), first model included: a model at chance never becomes the champion.
+    min_chance_ratio: float = 2.0
     # Also upload each registered version to the Vertex AI Model Registry (the `vertex` preset):
     # one model with a version per run (`parent_model`), the champion alias moved with MLflow's.
     vertex_model_registry: bool = False

@@ -60,6 +60,12 @@ def validate(cfg: Config) -> Config:
         if value < 0 or (value == 0 and key not in non_negative):
             raise ConfigError(f"{key}={value!r} must be {'>= 0' if key in non_negative else '> 0'}")
     _check(cfg.model.image_dropout < 1, "model.image_dropout", cfg.model.image_dropout, "< 1")
+    _check(
+        cfg.register.min_chance_ratio >= 1,
+        "register.min_chance_ratio",
+        cfg.register.min_chance_ratio,
+        ">= 1 (times the promotion metric's chance level)",
+    )
     _check(cfg.filter.max_aspect_ratio > 1, "filter.max_aspect_ratio", cfg.filter.max_aspect_ratio, "> 1")
     _check(
         cfg.filter.rare_token_min_word_share <= 1,

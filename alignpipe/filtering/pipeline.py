@@ -32,7 +32,7 @@ because Beam's per-element cost, not the rules, is what a pair-per-element pipel
               +- pieces by bucket of alt-text -+-> CoGroupByKey -> KeysOverCap: rows of    |
               +- alt-text counts -> RareTexts -+   alts on too many images, or rare -------+
               +- CoGroupByKey(batch id) <-----------------------------------------------------+
-                  -> the rules on the whole batch (`reference.outcome_codes`) -> decisions
+                  -> the rules on the whole batch (`frame_rules.outcome_codes`) -> decisions
     decisions -> dropped: JSONL | outcome counts -> funnel | kept pairs' statistics
               -> per pair: (meta, reason)
               -> image_eval_duplicate -> nearest evaluation image -> contamination.jsonl

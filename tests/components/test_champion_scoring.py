@@ -9,6 +9,7 @@ import json
 import os
 
 import keras
+import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -17,7 +18,7 @@ from alignpipe.evaluation.evaluate import evaluate
 from alignpipe.model.dual_encoder import build_dual_encoder
 from alignpipe.model.encoder import AlignEncoder
 from alignpipe.model.tokenizer import AlignTokenizer
-from alignpipe.promotion import challenger_wins, promotion_score
+from alignpipe.promotion import challenger_wins, chance_level, clears_chance, promotion_score
 from components.stages import evaluate_stage, register_stage
 from tests.training.conftest import COLOURS, SMALL_MODEL, encode, square_image
 
@@ -64,7 +65,10 @@ def test_the_champion_is_scored_on_the_same_sets_in_the_same_run(cfg, tmp_path):
     first = _model(cfg, tmp_path / "first", seed=1)
     scores = evaluate_stage(cfg.to_json(), "", first)
     assert scores["champion"] is None  # nothing registered yet
-    decision = register_stage(cfg.to_json(), "", first, scores["challenger"], scores["champion"])
+    # Random models score about chance, which keeps them from being promoted (the next test):
+    # the first is registered without its chance levels so that there is a champion to score.
+    above_floor = {k: v for k, v in scores["challenger"].items() if not k.endswith("_chance")}
+    decision = register_stage(cfg.to_json(), "", first, above_floor, scores["champion"])
     assert decision["promoted"] and decision["reason"] == "first model"
 
     second = _model(cfg, tmp_path / "second", seed=2)
@@ -77,6 +81,32 @@ def test_the_champion_is_scored_on_the_same_sets_in_the_same_run(cfg, tmp_path):
     challenger = promotion_score(scores["challenger"], "image_to_text_r1")
     champion = promotion_score(scores["champion"]["metrics"], "image_to_text_r1")
     assert decision["challenger_score"] == challenger and decision["champion_score"] == champion
-    assert decision["promoted"] is challenger_wins(challenger, champion, margin=0.05)
+    chance = chance_level(scores["challenger"], "image_to_text_r1")
+    assert decision["chance_level"] == chance and chance > 0
+    wins = challenger_wins(challenger, champion, margin=0.05)
+    assert decision["promoted"] is (clears_chance(challenger, chance, 2.0) and wins)
     alias = str(MlflowClient().get_model_version_by_alias(cfg.register.model_name, "champion").version)
     assert alias == ("2" if decision["promoted"] else "1")
+
+
+def test_a_collapsed_model_is_registered_but_never_promoted(cfg, tmp_path):
+    collapsed = _model(cfg, tmp_path / "collapsed", seed=3)
+    encoder = AlignEncoder.load(collapsed)
+    encoder.model.set_weights([np.zeros_like(w) for w in encoder.model.get_weights()])
+    encoder.save(collapsed)  # every image and caption embeds to the same point
+    scores = evaluate_stage(cfg.to_json(), "", collapsed)
+    metrics = scores["challenger"]
+    assert metrics["squares/image_to_text_r1"] == pytest.approx(metrics["squares/image_to_text_r1_chance"])
+
+    champion_before = _champion(cfg)
+    decision = register_stage(cfg.to_json(), "", collapsed, metrics, scores["champion"])
+    assert not decision["promoted"] and "chance level" in decision["reason"]
+    assert decision["chance_level"] == pytest.approx(metrics["squares/image_to_text_r1_chance"])
+    assert _champion(cfg) == champion_before  # the alias did not move, whether or not there was one
+
+
+def _champion(cfg) -> str | None:
+    try:
+        return str(MlflowClient().get_model_version_by_alias(cfg.register.model_name, "champion").version)
+    except Exception:
+        return None
