@@ -26,7 +26,8 @@ columns of `PairMeta` and `alt`), in batches of `BATCH_ROWS`:
 Every path's frames are checked equal to the filter's (`pandas.testing.assert_frame_equal`).
 Each path runs `--rounds` times, in turns; the figure is the best round's CPU seconds of this
 process (`time.process_time`), printed with its wall seconds, records per CPU-second and the
-ratio to the filter path. It needs tfx-bsl beside the project (`pip install tfx-bsl==1.21.0`).
+ratio to the filter path. tfx-bsl is not a dependency of the project: install it beside it
+first (`pip install tfx-bsl==1.21.0`, docs/dependencies.md).
 """
 
 from __future__ import annotations
