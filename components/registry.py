@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import os
 
@@ -21,9 +22,9 @@ from alignpipe.promotion import challenger_wins, chance_level, clears_chance, pr
 from components.vertex_registry import mlflow_tags, upload_model_version
 
 # The pyfunc's code (MLflow "models from code"): it runs where the model is loaded, without
-# this project, on these packages alone (mlflow adds itself).
+# this project, on the distributions it imports alone (mlflow adds itself).
 MODEL_CODE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mlflow_model.py")
-PIP_REQUIREMENTS = ["tensorflow==2.21.0", "tensorflow-text==2.21.1"]
+MODEL_DISTRIBUTIONS = ("numpy", "tensorflow", "tensorflow-text")
 
 log = logging.getLogger("alignpipe")
 
@@ -86,7 +87,7 @@ def register_model(
         name="model",
         python_model=MODEL_CODE,
         artifacts={"model_dir": model_dir},
-        pip_requirements=PIP_REQUIREMENTS,
+        pip_requirements=model_pip_requirements(),
         signature=model_signature(model_dir),
         registered_model_name=reg.model_name,
     )
@@ -129,6 +130,12 @@ def register_model(
         reason,
     )
     return decision
+
+
+def model_pip_requirements() -> list[str]:
+    """`MODEL_DISTRIBUTIONS` pinned at the versions installed here, where the model was exported
+    and evaluated (pyproject.toml's pins in the project's images): the model is served on them."""
+    return [f"{name}=={importlib.metadata.version(name)}" for name in MODEL_DISTRIBUTIONS]
 
 
 def champion_model_dir(cfg: Config, dst: str) -> tuple[str, str] | None:

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from alignpipe.model.encoder import AlignEncoder
+from components.registry import MODEL_DISTRIBUTIONS
 from tests.pipelines.bare_env import make_bare_venv
 from tests.pipelines.conftest import model_dir_of
 
@@ -19,7 +20,7 @@ from tests.pipelines.conftest import model_dir_of
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 
 # What the registered model's requirements name, and MLflow to load it.
-PACKAGES = ["mlflow", "tensorflow", "tensorflow-text"]
+PACKAGES = ["mlflow", *MODEL_DISTRIBUTIONS]
 
 LOAD = """
 import importlib.util, json, sys
