@@ -40,7 +40,7 @@ from warcio.archiveiterator import ArchiveIterator
 from warcio.recordloader import ArcWarcRecord
 
 from alignpipe.data.entries import ImageEntry, PageRecord
-from alignpipe.data.html import normalise_alt, parse_page, resolve_url
+from alignpipe.data.html import normalise_alt, parse_page, resolve_or_keep, resolve_url
 from alignpipe.errors import InputError
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
@@ -185,7 +185,7 @@ def _warc_page(record: ArcWarcRecord, max_page_bytes: int) -> PageRecord:
 def _wat_page(payload: bytes) -> PageRecord | None:
     """The page of a WAT record, or None when its envelope describes no HTTP response."""
     try:
-        envelope = json.loads(payload)["Envelope"]
+        envelope = json.loads(payload, object_hook=_usv_object)["Envelope"]
         warc_header = envelope.get("WARC-Header-Metadata", {})
         response = envelope.get("Payload-Metadata", {}).get("HTTP-Response-Metadata")
         if warc_header.get("WARC-Type") != "response" or response is None:
@@ -231,16 +231,36 @@ def _wat_images(
     for link in links:
         if link.get("path") != WAT_IMAGE_PATH or not str(link.get("url") or "").strip():
             continue
-        image_url = _resolve_or_none(base_url, str(link["url"]))
-        if image_url:
-            yield image_url, normalise_alt(str(link.get("alt") or ""))
+        # kept when it cannot be resolved, as `html.parse_page` keeps it: counted, not lost
+        yield resolve_or_keep(base_url, str(link["url"])), normalise_alt(str(link.get("alt") or ""))
 
 
 def _resolve_or_none(base: str, ref: str) -> str | None:
     try:
         return resolve_url(base, ref)
-    except ValueError:  # e.g. "http://[broken": skipped, as `html.parse_page` does
+    except ValueError:  # e.g. "http://[broken": the page URL stays the base
         return None
+
+
+def _usv(text: str) -> str:
+    """`text` with each lone surrogate (JSON's `"\\ud800"`) replaced by U+FFFD, as a browser
+    converts a DOM string: one cannot be encoded, so would fail every later step."""
+    if text.isascii() or not any("\ud800" <= c <= "\udfff" for c in text):
+        return text
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def _usv_object(obj: dict) -> dict:
+    """`json.loads`' object hook: the object with `_usv` applied to its keys and strings."""
+    return {_usv(key): _usv_value(value) for key, value in obj.items()}
+
+
+def _usv_value(value: object) -> object:
+    if isinstance(value, str):
+        return _usv(value)
+    if isinstance(value, list):
+        return [_usv_value(item) for item in value]
+    return value  # numbers, and objects (already done by the hook)
 
 
 def _wat_header_values(headers: Mapping[str, object], name: str) -> list[str]:

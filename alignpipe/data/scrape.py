@@ -50,6 +50,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from alignpipe import fs
 from alignpipe.config import Config, ScrapeConfig, beam_pipeline_args
 from alignpipe.data import corpus, shards
+from alignpipe.data.addresses import url_problem
 from alignpipe.data.crawl import allowed_hosts, crawl_host, host_of, is_allowed_host
 from alignpipe.data.download import UnitDownload, Use, image_line
 from alignpipe.data.entries import ImageEntry, PageRecord
@@ -75,7 +76,15 @@ from alignpipe.errors import InputError
 from alignpipe.workers import process_pool
 
 log = logging.getLogger("alignpipe")
-PAGE_FAILURES = ("unreachable", "timeout", "not_html", "too_large", "too_many_redirects", "forbidden_address")
+PAGE_FAILURES = (
+    "unreachable",
+    "timeout",
+    "not_html",
+    "too_large",
+    "too_many_redirects",
+    "forbidden_address",
+    "url_malformed",
+)
 # Fields that change what a scrape produces; a rerun with others (speed, manners) resumes.
 _FINGERPRINT_FIELDS = (
     "source seed_urls input_paths url_column caption_column allowed_hosts image_hosts use_sitemaps max_pages "
@@ -154,13 +163,17 @@ def check_inputs(cfg: ScrapeConfig) -> list[str]:
     """The input files of a `url_list` / `warc` scrape (globs expanded); [] for a crawl.
 
     Raises:
-        InputError: naming the missing seeds or the patterns that match nothing.
+        InputError: naming the missing or malformed seeds or the patterns that match nothing.
     """
     if cfg.source == "crawl":
         if not cfg.seed_urls:
             raise InputError(
                 "scrape.seed_urls is empty: give at least one http(s) URL to start crawling from"
             )
+        for url in cfg.seed_urls:
+            problem = url_problem(url)
+            if problem is not None:
+                raise InputError(f"scrape.seed_urls: {url!r} cannot be crawled: {problem.reason}")
         return []
     if not cfg.input_paths:
         raise InputError(f"scrape.source={cfg.source} needs scrape.input_paths: files or globs to read")

@@ -17,8 +17,9 @@ column the first other one. Blank lines are not rows.
 Without `url_column` / `caption_column`, the first present of `URL_COLUMNS` /
 `CAPTION_COLUMNS` is used (case-sensitive); a list without a caption column gives
 alt "" everywhere. Every row gives exactly one `ImageEntry`, including rows whose URL
-is empty or not http(s): the download counts those as `not_http` instead of losing
-them here. Memory stays bounded by one record batch (parquet) or one line.
+is empty, malformed or not http(s): the download counts those as `url_malformed` or
+`not_http` (`addresses.url_problem`) instead of losing them here. Memory stays bounded by
+one record batch (parquet) or one line.
 
 Example:
     >>> for entry in read_url_list("gs://bucket/laion/part-00000.parquet"):  # doctest: +SKIP

@@ -244,6 +244,25 @@ def test_wat_envelopes_of_responses_give_pages_with_img_links(tmp_path):
     ]
 
 
+def test_malformed_image_urls_are_kept_to_be_counted_and_lone_surrogates_replaced(tmp_path):
+    page = "https://p.example/"
+    archive = Archive()
+    archive.response(page, b'<img src="http://[::1" alt="a"><img src="http://h:99999/x.png" alt="b">')
+    links = [
+        {"path": "IMG@/src", "url": "http://[::1", "alt": "c"},
+        {"path": "IMG@/src", "url": "/x\ud800.png", "alt": "d\udc00e"},
+    ]
+    wat = http_metadata("200", "OK", {"Content-Type": "text/html"}, {"Links": links})
+    # json.dumps escapes the lone surrogates as "\\ud800", as a WAT file may hold them
+    archive.metadata(page, wat_envelope(page, "response", wat), "application/json")
+    warc_page, wat_page = read_archive(archive.save(tmp_path / "odd.warc.gz"))
+    assert [(e.url, e.alt) for e in warc_page.images] == [("http://[::1", "a"), ("http://h:99999/x.png", "b")]
+    assert [(e.url, e.alt) for e in wat_page.images] == [
+        ("http://[::1", "c"),
+        ("https://p.example/x%EF%BF%BD.png", "d\ufffde"),
+    ]
+
+
 def read_until_error(path: str) -> tuple[list[PageRecord], str]:
     pages = []
     with pytest.raises(InputError) as raised:
