@@ -58,10 +58,12 @@ class _CorruptRecord(Exception):
     @classmethod
     def because(cls, error: Exception) -> _CorruptRecord:
         """The corruption that made warcio (or zlib) raise `error`, in one line."""
-        # warcio quotes the offending line, which may be binary: printable characters only
-        reason = "".join(c if c.isprintable() else "?" for c in " ".join(str(error).split()))[:200]
+        # warcio quotes the offending line, which may be binary: printable ASCII only
+        reason = "".join(c if " " <= c <= "~" else "?" for c in " ".join(str(error).split()))[:200]
         if "non-chunked gzip" in reason:
             return cls(_WHOLE_FILE_GZIP)
+        if reason.startswith("Unknown archive format"):  # the line it quotes is the binary
+            return cls("no WARC or ARC header where a record should start (not a WARC / WAT file?)")
         if isinstance(error, (AttributeError, TypeError, KeyError, IndexError)):
             return cls(f"malformed WARC headers ({type(error).__name__}: {reason})")
         return cls(reason or type(error).__name__)
@@ -80,11 +82,13 @@ def read_archive(path: str, max_page_bytes: int = MAX_PAGE_BYTES) -> Iterator[Pa
         of its `images` has `page_url` set to the page's URL.
 
     Raises:
-        InputError: the file is missing or cannot be opened, or a record is truncated or
-            corrupt; the message names the file, the record's number (from 0) and its byte
-            offset in the file. Every page before that record has already been yielded.
+        InputError: the file is missing or cannot be opened, holds no archived HTTP response,
+            or a record is truncated or corrupt; the message names the file, the record's
+            number (from 0) and its byte offset in the file. Every page before that record
+            has already been yielded.
     """
     stream = _open(path)
+    pages = 0
     try:
         records = ArchiveIterator(stream)
         for number in itertools.count():
@@ -92,6 +96,8 @@ def read_archive(path: str, max_page_bytes: int = MAX_PAGE_BYTES) -> Iterator[Pa
             try:
                 record = _next_record(records)
                 if record is None:
+                    if not pages:
+                        raise InputError(f"archive {path}: no archived HTTP response in {number} records")
                     return
                 page = _page_of(record, max_page_bytes)
                 _finish_record(record, records)
@@ -100,6 +106,7 @@ def read_archive(path: str, max_page_bytes: int = MAX_PAGE_BYTES) -> Iterator[Pa
                 where = f"record {number}" + (f" (byte offset {offset})" if offset >= 0 else "")
                 raise InputError(f"archive {path}: truncated or corrupt at {where}: {e}") from e
             if page is not None:
+                pages += 1
                 yield page
     finally:
         stream.close()

@@ -72,7 +72,7 @@ from alignpipe.data.staging import (
     publish,
     publish_pending,
 )
-from alignpipe.errors import InputError
+from alignpipe.errors import InputError, user_errors_from_beam
 from alignpipe.workers import process_pool
 
 log = logging.getLogger("alignpipe")
@@ -127,8 +127,10 @@ def run_scrape(cfg: Config, out_dir: str) -> ScrapeReport:
     output lists every snapshot (`alignpipe.data.corpus`).
 
     Raises:
-        InputError: no seed URLs (crawl), input paths that match no file, or a corrupt
-            state in `scrape.state_dir`.
+        InputError: no seed URLs or a malformed one (crawl), input paths that match no
+            file, an input that is corrupt or holds no rows (url list) or no archived
+            HTTP response (WARC / WAT), or a corrupt state in `scrape.state_dir`; the
+            output in `out_dir` is then left as it was.
     """
     inputs = check_inputs(cfg.scrape)
     state_dir = cfg.scrape.state_dir
@@ -138,7 +140,12 @@ def run_scrape(cfg: Config, out_dir: str) -> ScrapeReport:
     start = time.monotonic()
     if not publish_pending(staging, run_id):
         prepare_staging(staging, run_id)
-        with beam.Pipeline(options=PipelineOptions(beam_pipeline_args(cfg))) as pipeline:
+        # An input error met while Beam runs (a corrupt file, one without rows) ends the run
+        # before anything is published: the previous output stays as it was.
+        with (
+            user_errors_from_beam(),
+            beam.Pipeline(options=PipelineOptions(beam_pipeline_args(cfg))) as pipeline,
+        ):
             build_scrape(pipeline, cfg.scrape, staging, inputs, state.files)
         generation = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{run_id[:8]}" if state_dir else ""
         run_ids = [run_id, fingerprint(cfg.scrape, generation)] if state_dir else [run_id]
@@ -183,6 +190,11 @@ def check_inputs(cfg: ScrapeConfig) -> list[str]:
         if not found:
             raise InputError(f"scrape.input_paths: {pattern!r} matches no file")
         paths += found
+    if cfg.source == "url_list":
+        from alignpipe.data.url_lists import list_format
+
+        for path in paths:
+            list_format(path)  # an unknown format is named before any work starts
     return sorted(set(paths))
 
 

@@ -18,8 +18,9 @@ Without `url_column` / `caption_column`, the first present of `URL_COLUMNS` /
 `CAPTION_COLUMNS` is used (case-sensitive); a list without a caption column gives
 alt "" everywhere. Every row gives exactly one `ImageEntry`, including rows whose URL
 is empty, malformed or not http(s): the download counts those as `url_malformed` or
-`not_http` (`addresses.url_problem`) instead of losing them here. Memory stays bounded by
-one record batch (parquet) or one line.
+`not_http` (`addresses.url_problem`) instead of losing them here. A list without any row
+is an error, not an empty success. Memory stays bounded by one record batch (parquet) or
+one line.
 
 Example:
     >>> for entry in read_url_list("gs://bucket/laion/part-00000.parquet"):  # doctest: +SKIP
@@ -66,11 +67,15 @@ def read_url_list(path: str, url_column: str = "", caption_column: str = "") -> 
         the caption whitespace-normalised as `alt`, `page_url` "".
 
     Raises:
-        InputError: the file is missing or unreadable, its format is unknown, or a named
-            column (or any URL column) is missing.
+        InputError: the file is missing or unreadable, its format is unknown, a named
+            column (or any URL column) is missing, or it holds no row.
     """
+    rows = 0
     for url, caption in _url_caption_rows(path, url_column, caption_column):
+        rows += 1
         yield ImageEntry(url=_normalised_url(url), alt=normalise_alt(caption))
+    if not rows:
+        raise InputError(f"url list {path}: no rows (an empty file, or a header only)")
 
 
 def iter_url_list_units(

@@ -84,6 +84,25 @@ def test_cc12m_gzipped_tsv_without_header_is_url_then_caption(tmp_path):
     ]
 
 
+@pytest.mark.parametrize(
+    "name, text",
+    [
+        ("empty.tsv", ""),
+        ("blank.tsv", "\n \n\t\n"),
+        ("header.tsv", "url\tcaption\n"),
+        ("header.csv.gz", "url,caption\r\n"),
+    ],
+)
+def test_list_without_rows_is_an_error(tmp_path, name, text):
+    path = write(tmp_path / name, text, compress=name.endswith(".gz"))
+    assert error_of(path) == f"url list {path}: no rows (an empty file, or a header only)"
+
+
+def test_parquet_without_rows_is_an_error(tmp_path):
+    path = write_parquet(tmp_path / "none.parquet", {"url": pyarrow.array([], pyarrow.string())})
+    assert error_of(path) == f"url list {path}: no rows (an empty file, or a header only)"
+
+
 def test_csv_quoting_bom_and_fallback_column_names(tmp_path):
     text = (
         "\ufeffimg_url,alt_text,title\r\n"
