@@ -85,6 +85,33 @@ def test_cc12m_gzipped_tsv_without_header_is_url_then_caption(tmp_path):
 
 
 @pytest.mark.parametrize(
+    "broken",
+    ["", "http://[::1", "www.cc3m.example/a.jpg", "//cc3m.example/a.jpg", "htp://cc3m.example/a.jpg", "N/A"],
+)
+def test_header_less_list_whose_first_url_is_broken_keeps_every_row(tmp_path, broken):
+    text = f"a broken first row\t{broken}\n" + "".join(
+        f"caption {i}\thttp://cc3m.example/{i}.jpg\n" for i in range(3)
+    )
+    assert read(write(tmp_path / "cc3m.tsv", text)) == [
+        ImageEntry(broken.strip(), "a broken first row"),
+        *(ImageEntry(f"http://cc3m.example/{i}.jpg", f"caption {i}") for i in range(3)),
+    ]
+
+
+def test_url_column_of_a_header_less_list_is_found_past_the_first_rows(tmp_path, monkeypatch):
+    monkeypatch.setattr(url_lists, "HEADER_PEEK_ROWS", 3)
+    text = "a\t\nb\tnot-a-url\nc\thttps://x.example/c.png\nd\thttps://x.example/d.png\n"
+    assert [e.url for e in read(write(tmp_path / "list.tsv", text))] == [
+        "",
+        "not-a-url",
+        "https://x.example/c.png",
+        "https://x.example/d.png",
+    ]
+    late = write(tmp_path / "late.tsv", "a\t\nb\t\nc\t\nd\thttps://x.example/d.png\n")
+    assert "no URL column" in error_of(late)  # nothing looks like a URL in the rows read
+
+
+@pytest.mark.parametrize(
     "name, text",
     [
         ("empty.tsv", ""),
