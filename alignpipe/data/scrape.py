@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import hashlib
 import json
 import logging
 import math
@@ -67,6 +66,7 @@ from alignpipe.data.staging import (
     REPORT_FILE,
     STAGING,
     STATE,
+    fingerprint,
     plan_publish,
     prepare_staging,
     publish,
@@ -85,12 +85,6 @@ PAGE_FAILURES = (
     "forbidden_address",
     "url_malformed",
 )
-# Fields that change what a scrape produces; a rerun with others (speed, manners) resumes.
-_FINGERPRINT_FIELDS = (
-    "source seed_urls input_paths url_column caption_column allowed_hosts image_hosts use_sitemaps max_pages "
-    "max_depth user_agent allowed_networks max_image_bytes max_image_pixels max_page_bytes resize_mode "
-    "image_size jpeg_quality unit_size output_formats state_dir"
-).split()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,12 +190,6 @@ def check_inputs(cfg: ScrapeConfig) -> list[str]:
         for path in paths:
             list_format(path)  # an unknown format is named before any work starts
     return sorted(set(paths))
-
-
-def fingerprint(cfg: ScrapeConfig, state_generation: str = "") -> str:
-    """Names what a run produces: its settings and the state it starts from."""
-    fields = {name: getattr(cfg, name) for name in _FINGERPRINT_FIELDS} | {"state": state_generation}
-    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def build_scrape(
