@@ -416,7 +416,8 @@ def download_unit_files(
     """Downloads one unit into its files in `staging` and records it as done; returns its
     outcome counts. Runs in a worker process; a unit cut short leaves no final file."""
     name = shards.unit_name(unit, num_units)
-    writer = shards.UnitWriter(staging, unit, num_units, cfg.output_formats)
+    image_column = shards.parquet_image_column(cfg.resize_mode)
+    writer = shards.UnitWriter(staging, unit, num_units, cfg.output_formats, image_column)
     manifest = fs.join(staging, f"manifest-images-{name}.jsonl")
     lines = FileSystems.create(manifest + ".tmp")
     states = None
