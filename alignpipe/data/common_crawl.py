@@ -313,4 +313,4 @@ def _media_type(content_type: str | None) -> str:
 
 def _page_url(uri: str) -> str:
     """A WARC-Target-URI without the `<...>` some WARC 1.0 writers put around it, or its fragment."""
-    return urllib.parse.urldefrag(uri.strip().strip("<>")).url
+    return uri.strip().strip("<>").partition("#")[0]  # not urldefrag: it raises on "http://[::1#x"

@@ -179,7 +179,9 @@ def write_archive(path, rng: random.Random, base: str) -> dict[str, int]:
     with open(path, "wb") as f:
         writer = WARCWriter(f, gzip=True)
         for number in range(ARCHIVED_PAGES):
-            page = f"http://archived.example/{number}.html"
+            page = f"http://archived.example/{number}.html" + rng.choice(["", "#top"])
+            if number % 10 == 0:  # archived under a URL that is itself malformed
+                page = rng.choice([f"http://[::1/{number}.html#top", f"http://h:99999/{number}.html"])
             sources = [malformed_url(rng, base) for _ in range(IMAGES_PER_PAGE)]
             sources = [
                 s for s in sources if s.strip() and s.strip("\x00")
@@ -208,7 +210,7 @@ def write_archive(path, rng: random.Random, base: str) -> dict[str, int]:
                     warc_content_type="application/json",
                 )
             writer.write_record(record)
-            images_of[page] = len(sources)
+            images_of[page.partition("#")[0]] = len(sources)
     return images_of
 
 
