@@ -215,6 +215,9 @@ def _delimited_rows(
     stream: BinaryIO, path: str, kind: str, url_column: str, caption_column: str
 ) -> Iterator[tuple[str, str]]:
     lines = _text_lines(stream, path)
+    # csv's default cap (128 KiB a field) would end the whole list at one over-long URL; a
+    # field may be as long as a line (a longer one still ends it: memory stays bounded)
+    csv.field_size_limit(max(csv.field_size_limit(), MAX_LINE_BYTES))
     if kind == "tsv":
         reader = csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
     else:

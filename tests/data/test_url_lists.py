@@ -215,6 +215,14 @@ def test_unreadable_files(tmp_path, monkeypatch):
     assert error_of(long_line) == f"url list {long_line}: line 3 is longer than 30 bytes"
 
 
+@pytest.mark.parametrize("name", ["long.tsv", "long.csv"])
+def test_an_over_long_url_is_a_row_not_the_end_of_the_list(tmp_path, name):
+    long_url = "http://a.example/" + "x" * 200_000  # over csv's default field cap of 128 KiB
+    sep = "\t" if name.endswith(".tsv") else ","
+    path = write(tmp_path / name, f"url{sep}caption\n{long_url}{sep}long\nhttp://b.example/{sep}short\n")
+    assert read(path) == [ImageEntry(long_url, "long"), ImageEntry("http://b.example/", "short")]
+
+
 def test_truncated_gzip_raises_after_the_whole_rows_before_the_cut(tmp_path):
     rows = "".join(f"https://t.example/{i:05d}.jpg\tcaption number {i * 7919 % 10007}\n" for i in range(3000))
     data = gzip.compress(("url\tcaption\n" + rows).encode())
