@@ -14,7 +14,7 @@ import os
 import sys
 
 from alignpipe.config import ENV_PRESETS, EXPERIMENT_PRESETS, Config, load_config
-from alignpipe.errors import AlignPipeError
+from alignpipe.errors import AlignPipeError, one_line
 from pipelines.local import RUNNERS
 
 log = logging.getLogger("alignpipe")
@@ -345,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.fn(args)
     except AlignPipeError as e:
-        print(f"alignpipe: error: {e}", file=sys.stderr)
+        print(f"alignpipe: error: {one_line(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("alignpipe: interrupted", file=sys.stderr)

@@ -40,7 +40,7 @@ from warcio.archiveiterator import ArchiveIterator
 from warcio.recordloader import ArcWarcRecord
 
 from alignpipe.data.entries import ImageEntry, PageRecord
-from alignpipe.data.html import normalise_alt, parse_page, resolve_url
+from alignpipe.data.html import normalise_alt, parse_page, resolve_or_keep, resolve_url
 from alignpipe.errors import InputError
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
@@ -58,10 +58,12 @@ class _CorruptRecord(Exception):
     @classmethod
     def because(cls, error: Exception) -> _CorruptRecord:
         """The corruption that made warcio (or zlib) raise `error`, in one line."""
-        # warcio quotes the offending line, which may be binary: printable characters only
-        reason = "".join(c if c.isprintable() else "?" for c in " ".join(str(error).split()))[:200]
+        # warcio quotes the offending line, which may be binary: printable ASCII only
+        reason = "".join(c if " " <= c <= "~" else "?" for c in " ".join(str(error).split()))[:200]
         if "non-chunked gzip" in reason:
             return cls(_WHOLE_FILE_GZIP)
+        if reason.startswith("Unknown archive format"):  # the line it quotes is the binary
+            return cls("no WARC or ARC header where a record should start (not a WARC / WAT file?)")
         if isinstance(error, (AttributeError, TypeError, KeyError, IndexError)):
             return cls(f"malformed WARC headers ({type(error).__name__}: {reason})")
         return cls(reason or type(error).__name__)
@@ -80,11 +82,13 @@ def read_archive(path: str, max_page_bytes: int = MAX_PAGE_BYTES) -> Iterator[Pa
         of its `images` has `page_url` set to the page's URL.
 
     Raises:
-        InputError: the file is missing or cannot be opened, or a record is truncated or
-            corrupt; the message names the file, the record's number (from 0) and its byte
-            offset in the file. Every page before that record has already been yielded.
+        InputError: the file is missing or cannot be opened, holds no archived HTTP response,
+            or a record is truncated or corrupt; the message names the file, the record's
+            number (from 0) and its byte offset in the file. Every page before that record
+            has already been yielded.
     """
     stream = _open(path)
+    pages = 0
     try:
         records = ArchiveIterator(stream)
         for number in itertools.count():
@@ -92,6 +96,8 @@ def read_archive(path: str, max_page_bytes: int = MAX_PAGE_BYTES) -> Iterator[Pa
             try:
                 record = _next_record(records)
                 if record is None:
+                    if not pages:
+                        raise InputError(f"archive {path}: no archived HTTP response in {number} records")
                     return
                 page = _page_of(record, max_page_bytes)
                 _finish_record(record, records)
@@ -100,6 +106,7 @@ def read_archive(path: str, max_page_bytes: int = MAX_PAGE_BYTES) -> Iterator[Pa
                 where = f"record {number}" + (f" (byte offset {offset})" if offset >= 0 else "")
                 raise InputError(f"archive {path}: truncated or corrupt at {where}: {e}") from e
             if page is not None:
+                pages += 1
                 yield page
     finally:
         stream.close()
@@ -185,7 +192,7 @@ def _warc_page(record: ArcWarcRecord, max_page_bytes: int) -> PageRecord:
 def _wat_page(payload: bytes) -> PageRecord | None:
     """The page of a WAT record, or None when its envelope describes no HTTP response."""
     try:
-        envelope = json.loads(payload)["Envelope"]
+        envelope = json.loads(payload, object_hook=_usv_object)["Envelope"]
         warc_header = envelope.get("WARC-Header-Metadata", {})
         response = envelope.get("Payload-Metadata", {}).get("HTTP-Response-Metadata")
         if warc_header.get("WARC-Type") != "response" or response is None:
@@ -231,16 +238,36 @@ def _wat_images(
     for link in links:
         if link.get("path") != WAT_IMAGE_PATH or not str(link.get("url") or "").strip():
             continue
-        image_url = _resolve_or_none(base_url, str(link["url"]))
-        if image_url:
-            yield image_url, normalise_alt(str(link.get("alt") or ""))
+        # kept when it cannot be resolved, as `html.parse_page` keeps it: counted, not lost
+        yield resolve_or_keep(base_url, str(link["url"])), normalise_alt(str(link.get("alt") or ""))
 
 
 def _resolve_or_none(base: str, ref: str) -> str | None:
     try:
         return resolve_url(base, ref)
-    except ValueError:  # e.g. "http://[broken": skipped, as `html.parse_page` does
+    except ValueError:  # e.g. "http://[broken": the page URL stays the base
         return None
+
+
+def _usv(text: str) -> str:
+    """`text` with each lone surrogate (JSON's `"\\ud800"`) replaced by U+FFFD, as a browser
+    converts a DOM string: one cannot be encoded, so would fail every later step."""
+    if text.isascii() or not any("\ud800" <= c <= "\udfff" for c in text):
+        return text
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def _usv_object(obj: dict) -> dict:
+    """`json.loads`' object hook: the object with `_usv` applied to its keys and strings."""
+    return {_usv(key): _usv_value(value) for key, value in obj.items()}
+
+
+def _usv_value(value: object) -> object:
+    if isinstance(value, str):
+        return _usv(value)
+    if isinstance(value, list):
+        return [_usv_value(item) for item in value]
+    return value  # numbers, and objects (already done by the hook)
 
 
 def _wat_header_values(headers: Mapping[str, object], name: str) -> list[str]:
@@ -286,4 +313,4 @@ def _media_type(content_type: str | None) -> str:
 
 def _page_url(uri: str) -> str:
     """A WARC-Target-URI without the `<...>` some WARC 1.0 writers put around it, or its fragment."""
-    return urllib.parse.urldefrag(uri.strip().strip("<>")).url
+    return uri.strip().strip("<>").partition("#")[0]  # not urldefrag: it raises on "http://[::1#x"

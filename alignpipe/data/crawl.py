@@ -16,7 +16,10 @@ page URL met gets exactly one `PageRecord` with one outcome:
 | `not_html`           | fetched, but not `text/html` / `application/xhtml+xml`         |
 | `too_many_redirects` | a redirect loop, or more hops than `scrape.max_redirects`      |
 | `forbidden_address`  | the host resolves to a refused address (`addresses`)           |
-| `not_http`           | a redirect to a non-http(s) URL                                |
+| `not_http`           | a redirect (or sitemap entry) to a non-http(s) URL             |
+| `url_malformed`      | a link, sitemap entry or redirect that cannot be requested     |
+|                      | (`addresses.url_problem`: a bad port, a broken IPv6 literal,   |
+|                      | ...); no request is sent                                       |
 | `robots_disallowed`  | robots.txt forbids it; not fetched                             |
 | `robots_unavailable` | robots.txt answered 429 / 5xx or failed after retries          |
 | `off_host`           | a link outside `scrape.allowed_hosts`; not fetched             |
@@ -38,6 +41,7 @@ import urllib.parse
 from collections.abc import AsyncIterator, Iterable, Iterator
 
 from alignpipe.config import ScrapeConfig
+from alignpipe.data.addresses import url_problem
 from alignpipe.data.entries import ImageEntry, PageRecord
 from alignpipe.data.fetch import Fetcher, FetchPolicy
 from alignpipe.data.html import parse_page
@@ -101,7 +105,10 @@ class _SiteCrawl:
         if url in self.seen:
             return
         self.seen.add(url)
-        if not is_allowed_host(url, self.allowed):
+        problem = url_problem(url)
+        if problem is not None:
+            self.out.append(PageRecord(url, problem.outcome, referrer, depth, problem.reason))
+        elif not is_allowed_host(url, self.allowed):
             self.out.append(PageRecord(url, "off_host", referrer, depth))
         elif host_of(url) != self.host:
             self.out.append(PageRecord(url, "other_host", referrer, depth))

@@ -18,7 +18,10 @@ holds it). Every use of every image URL ends in one outcome:
 | `unchanged`                 | the bytes hash to the SHA-256 written earlier, with     |
 |                             | this alt-text                                           |
 | `opted_out`                 | the page or the image (`X-Robots-Tag`) says noai / noimageai |
-| `not_http`                  | not an http(s) URL (`data:` URLs, ...)                  |
+| `not_http`                  | a URL of another scheme (`data:`, `ftp:`, ...)          |
+| `url_malformed`             | a URL that cannot be requested (`url_problem`: empty,   |
+|                             | a bad port or IPv6 literal, a space or control          |
+|                             | character, no valid host, too long, ...); no request    |
 | `off_host`                  | `scrape.image_hosts=allowed` and the host is not        |
 | any `Fetcher` outcome       | `robots_disallowed`, `http_404`, `timeout`, ...          |
 | any `describe_image` outcome| `not_an_image`, `too_many_pixels`, `truncated`          |
@@ -31,11 +34,11 @@ import collections
 import dataclasses
 import functools
 import hashlib
-import urllib.parse
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 
 from alignpipe.config import ScrapeConfig
+from alignpipe.data.addresses import url_problem
 from alignpipe.data.crawl import OPT_OUT, allowed_hosts, is_allowed_host
 from alignpipe.data.fetch import Fetched, Fetcher, FetchPolicy, Validators
 from alignpipe.data.records import ImageTextPair
@@ -132,9 +135,9 @@ class UnitDownload:
         self._lines(url, [u for u in uses if u.opted_out], "opted_out", "the page opts out of AI use")
         if not wanted:
             return known
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            self._lines(url, wanted, "not_http", url[:60])
+        problem = url_problem(url)
+        if problem is not None:
+            self._lines(url, wanted, problem.outcome, problem.reason)
             return known
         if self.cfg.image_hosts == "allowed" and not is_allowed_host(url, self._allowed):
             self._lines(url, wanted, "off_host")

@@ -5,21 +5,25 @@ One `Fetcher` (an aiohttp session) serves a whole crawl or download unit:
 - connections are reused, at most `per_host_connections` per host and `max_connections`
   in all; requests to one host start at least `min_host_delay_s` apart (robots.txt's
   `Crawl-delay` raises that per host, `set_host_delay`);
-- redirects are followed by hand, and every hop is checked again: the scheme, the
-  caller's check (robots.txt, allowed hosts) and the address the host resolves to
+- redirects are followed by hand, and every hop is checked again: its form
+  (`addresses.url_problem`), the caller's check (robots.txt, allowed hosts) and the
+  address the host resolves to
   (`alignpipe.data.addresses`: private, loopback, link-local and metadata addresses are
   refused unless configured);
 - each try has a total deadline, body included (a slow-drip body cannot hold a worker),
   and a cap on the (decompressed) body size;
 - 429, 5xx, timeouts and failed connections are retried with exponential backoff; a
-  `Retry-After` wins when longer, and one over `max_retry_after_s` ends the retries.
+  `Retry-After` wins when longer, and one over `max_retry_after_s` ends the retries. A
+  malformed URL (`url_malformed`: a port out of range, a broken IPv6 literal, ...) cannot
+  succeed on a retry and is not retried; no request is sent for it.
 
 A request may carry an earlier answer's validators (`Validators`: ETag, Last-Modified); a
 `304 Not Modified` to it ends as `not_modified`, its body unread.
 
 Every request ends in exactly one outcome: `ok`, `not_modified`, `http_<status>`, `not_http`,
-`not_html` (when only HTML is wanted), `too_large`, `too_many_redirects`, `forbidden_address`,
-`timeout`, `unreachable`, or whatever the caller's hop check refuses a URL with.
+`url_malformed`, `not_html` (when only HTML is wanted), `too_large`, `too_many_redirects`,
+`forbidden_address`, `timeout`, `unreachable`, or whatever the caller's hop check refuses a
+URL with.
 """
 
 from __future__ import annotations
@@ -35,7 +39,15 @@ import aiohttp
 import yarl
 
 from alignpipe.config import ScrapeConfig
-from alignpipe.data.addresses import ForbiddenAddress, GuardedResolver, Network, check_literal, parse_networks
+from alignpipe.data.addresses import (
+    ForbiddenAddress,
+    GuardedResolver,
+    Network,
+    check_literal,
+    parse_networks,
+    url_problem,
+)
+from alignpipe.data.html import resolve_or_keep
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 REDIRECTS = (301, 302, 303, 307, 308)
@@ -239,11 +251,13 @@ class Fetcher:
             return Fetched(url, url, "timeout", error=f"no answer within {self.policy.deadline_s:g} s"), None
         except ForbiddenAddress as e:
             return Fetched(url, url, "forbidden_address", error=str(e)), None
+        except ValueError as e:  # yarl and aiohttp (InvalidURL) refusing the URL: final
+            return Fetched(url, url, "url_malformed", error=_one_line(e)), None
         except aiohttp.ClientConnectorError as e:
             if isinstance(e.os_error, ForbiddenAddress):
                 return Fetched(url, url, "forbidden_address", error=str(e.os_error)), None
             return Fetched(url, url, "unreachable", error=_one_line(e)), None
-        except (aiohttp.ClientError, OSError, ValueError) as e:
+        except (aiohttp.ClientError, OSError) as e:
             return Fetched(url, url, "unreachable", error=_one_line(e)), None
 
     async def _follow(
@@ -253,9 +267,11 @@ class Fetcher:
         hops = [url]
         while True:
             current = hops[-1]
+            problem = url_problem(current)
+            if problem is not None:
+                error = problem.reason if len(hops) == 1 else f"redirect from {hops[-2]}: {problem.reason}"
+                return Fetched(url, current, problem.outcome, error=error), None
             parts = urllib.parse.urlsplit(current)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                return Fetched(url, current, "not_http", error=f"not an http(s) URL: {current[:100]}"), None
             check_literal(parts.hostname, self.policy.allowed_networks)
             refused = await check(current) if check else None
             if refused:
@@ -266,13 +282,14 @@ class Fetcher:
                 async with request as response:
                     location = response.headers.get("Location")
                     if response.status in REDIRECTS and location:
-                        target = urllib.parse.urljoin(current, location.strip())
+                        # normalised as a page's links are; a malformed one is kept to be named
+                        target = resolve_or_keep(current, location.partition("#")[0])
                         if target in hops or len(hops) > self.policy.max_redirects:
                             error = f"{len(hops)} hops, ending {current} -> {target}"
                             return Fetched(
                                 url, current, "too_many_redirects", response.status, error=error
                             ), None
-                        hops.append(urllib.parse.urldefrag(target).url)
+                        hops.append(target)
                         continue
                     return await self._read(url, current, response, max_bytes, html_only, bool(conditional))
 

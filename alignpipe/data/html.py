@@ -17,7 +17,9 @@ Image source policy, for each `<img>` (one `ImageAlt` per `<img>` that has a sou
 
 "Largest" compares width descriptors (`800w`), then densities (`2x`); a candidate without a
 descriptor counts as `1x`, a width descriptor outranks a density, and ties go to the first
-candidate in document order. `data:` URLs are kept (the caller counts and skips them).
+candidate in document order. `data:` URLs are kept (the caller counts and skips them), and so
+is a source that cannot be resolved (`http://[::1`, a control character), as written: the
+download counts it `url_malformed` (`addresses.url_problem`) instead of losing it here.
 
 Example:
     >>> page = '<base href="/img/"><img src="a.png" srcset="a2.png 2x" alt=" red&amp;blue ">'
@@ -50,6 +52,8 @@ _QUERY_SAFE = "/?%!$&'()*+,;=:@~[]"
 _USERINFO_SAFE = "%!$&'()*+,;=:~"
 _MEMO_MAX_CHARS = 256  # longer references are resolved without memoising them
 _TAB_NEWLINE = re.compile(r"[\t\n\r]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # C0 controls but tab and newlines, DEL
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
 # An http(s) URL that normalise_url would return unchanged (most URLs of real pages).
 _NORMAL_URL = re.compile(
     r"https?://[a-z0-9.-]+(?::[0-9]+)?/[\w\-.~!$&'()*+,;=:@/%]*(?:\?[\w\-.~!$&'()*+,;=:@/%?]*)?"
@@ -86,7 +90,8 @@ class ImageAlt:
     """One `<img>` of a page.
 
     Attributes:
-        image_url: absolute, normalised URL of the chosen source (see the module docstring).
+        image_url: absolute, normalised URL of the chosen source; the source as written
+            (stripped) when it cannot be resolved (see the module docstring).
         alt: entity-decoded, whitespace-normalised alt-text; "" when missing or empty.
     """
 
@@ -103,7 +108,9 @@ class ParsedPage:
         encoding: the Python codec the bytes were decoded with; "" when the page came as text.
         images: one `ImageAlt` per `<img>` with a source, in document order.
         links: absolute http(s) URLs of `<a href>` / `<area href>` without fragments, without
-            repeats, in first-occurrence order (`rel=nofollow` links included).
+            repeats, in first-occurrence order (`rel=nofollow` links included); an href that
+            cannot be resolved and names no other scheme is kept as written (stripped), for
+            the crawl to count it `url_malformed`.
         robots: lower-case directives of `<meta name="robots">`, e.g. {"noai", "nofollow"}.
     """
 
@@ -235,9 +242,15 @@ def resolve_url(base: str, ref: str) -> str:
     Leading/trailing whitespace and embedded tabs/newlines are dropped first, as browsers do.
 
     Raises:
-        ValueError: when `base` or `ref` cannot be split as a URL.
+        ValueError: when `base` or `ref` cannot be split as a URL, or `ref` holds another
+            control character (browsers would percent-encode it; no real URL holds one, so
+            it is a sign of a corrupt record, left for `addresses.url_problem` to name).
     """
-    return normalise_url(urllib.parse.urljoin(base, _TAB_NEWLINE.sub("", ref.strip())))
+    ref = _TAB_NEWLINE.sub("", ref.strip())
+    control = _CONTROL.search(ref)
+    if control:
+        raise ValueError(f"control character {control.group()!a} in the URL")
+    return normalise_url(urllib.parse.urljoin(base, ref))
 
 
 def normalise_alt(alt: str) -> str:
@@ -314,8 +327,20 @@ def _image_source(img: LexborNode, attrs: dict[str, str | None]) -> str | None:
 def _resolve_or_none(base: str, ref: str) -> str | None:
     try:
         return resolve_url(base, ref)
-    except ValueError:  # e.g. "http://[broken": skipped, like a browser would
+    except ValueError:  # e.g. "http://[broken"
         return None
+
+
+def resolve_or_keep(base: str, ref: str) -> str:
+    """`resolve_url(base, ref)`, or `ref` stripped when it cannot be resolved: a source that
+    is kept to be counted (`addresses.url_problem` names what is wrong with it)."""
+    resolved = _resolve_or_none(base, ref)
+    return ref.strip() if resolved is None else resolved
+
+
+def _names_other_scheme(ref: str) -> bool:
+    scheme = _SCHEME.match(ref.strip())
+    return scheme is not None and scheme.group(1).lower() not in ("http", "https")
 
 
 @functools.lru_cache(maxsize=1 << 15)
@@ -361,8 +386,8 @@ def parse_page(body: bytes | str, page_url: str, content_type: str = "") -> Pars
         content_type: the response's Content-Type header, for its charset.
 
     Returns:
-        The `ParsedPage`. Never raises on malformed HTML; URLs that cannot be resolved are
-        skipped.
+        The `ParsedPage`. Never raises on malformed HTML; image sources and http(s) links
+        that cannot be resolved are kept as written (see `ParsedPage`).
     """
     text, encoding = decode_html(body, content_type) if isinstance(body, bytes) else (body, "")
     base_href, raw_images, hrefs, robots = None, [], [], set()
@@ -383,15 +408,13 @@ def parse_page(body: bytes | str, page_url: str, content_type: str = "") -> Pars
     resolved_base = _resolve_or_none(page_url, base_href) if base_href is not None else None
     base_url = resolved_base if _is_link(resolved_base) else page_url
     resolve = _Resolver(base_url)
-    images = []
-    for source, alt in raw_images:
-        url = resolve(source)
-        if url:
-            images.append(ImageAlt(url, normalise_alt(alt)))
+    images = [ImageAlt(resolve(source) or source.strip(), normalise_alt(alt)) for source, alt in raw_images]
     links: dict[str, None] = {}
     for href in dict.fromkeys(hrefs):  # pages repeat hrefs: resolve each one once
         url = resolve(href)
-        if _is_link(url):
+        if url is None and href.strip() and not _names_other_scheme(href):
+            links.setdefault(href.strip(), None)  # kept to be counted as malformed
+        elif _is_link(url):
             links.setdefault(urllib.parse.urldefrag(url).url if "#" in url else url, None)
     return ParsedPage(base_url, encoding, images, list(links), frozenset(robots))
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import hashlib
 import json
 import logging
 import math
@@ -50,6 +49,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from alignpipe import fs
 from alignpipe.config import Config, ScrapeConfig, beam_pipeline_args
 from alignpipe.data import corpus, shards
+from alignpipe.data.addresses import url_problem
 from alignpipe.data.crawl import allowed_hosts, crawl_host, host_of, is_allowed_host
 from alignpipe.data.download import UnitDownload, Use, image_line
 from alignpipe.data.entries import ImageEntry, PageRecord
@@ -66,22 +66,25 @@ from alignpipe.data.staging import (
     REPORT_FILE,
     STAGING,
     STATE,
+    fingerprint,
     plan_publish,
     prepare_staging,
     publish,
     publish_pending,
 )
-from alignpipe.errors import InputError
+from alignpipe.errors import InputError, user_errors_from_beam
 from alignpipe.workers import process_pool
 
 log = logging.getLogger("alignpipe")
-PAGE_FAILURES = ("unreachable", "timeout", "not_html", "too_large", "too_many_redirects", "forbidden_address")
-# Fields that change what a scrape produces; a rerun with others (speed, manners) resumes.
-_FINGERPRINT_FIELDS = (
-    "source seed_urls input_paths url_column caption_column allowed_hosts image_hosts use_sitemaps max_pages "
-    "max_depth user_agent allowed_networks max_image_bytes max_image_pixels max_page_bytes resize_mode "
-    "image_size jpeg_quality unit_size output_formats state_dir"
-).split()
+PAGE_FAILURES = (
+    "unreachable",
+    "timeout",
+    "not_html",
+    "too_large",
+    "too_many_redirects",
+    "forbidden_address",
+    "url_malformed",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,8 +121,10 @@ def run_scrape(cfg: Config, out_dir: str) -> ScrapeReport:
     output lists every snapshot (`alignpipe.data.corpus`).
 
     Raises:
-        InputError: no seed URLs (crawl), input paths that match no file, or a corrupt
-            state in `scrape.state_dir`.
+        InputError: no seed URLs or a malformed one (crawl), input paths that match no
+            file, an input that is corrupt or holds no rows (url list) or no archived
+            HTTP response (WARC / WAT), or a corrupt state in `scrape.state_dir`; the
+            output in `out_dir` is then left as it was.
     """
     inputs = check_inputs(cfg.scrape)
     state_dir = cfg.scrape.state_dir
@@ -129,7 +134,12 @@ def run_scrape(cfg: Config, out_dir: str) -> ScrapeReport:
     start = time.monotonic()
     if not publish_pending(staging, run_id):
         prepare_staging(staging, run_id)
-        with beam.Pipeline(options=PipelineOptions(beam_pipeline_args(cfg))) as pipeline:
+        # An input error met while Beam runs (a corrupt file, one without rows) ends the run
+        # before anything is published: the previous output stays as it was.
+        with (
+            user_errors_from_beam(),
+            beam.Pipeline(options=PipelineOptions(beam_pipeline_args(cfg))) as pipeline,
+        ):
             build_scrape(pipeline, cfg.scrape, staging, inputs, state.files)
         generation = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{run_id[:8]}" if state_dir else ""
         run_ids = [run_id, fingerprint(cfg.scrape, generation)] if state_dir else [run_id]
@@ -154,13 +164,17 @@ def check_inputs(cfg: ScrapeConfig) -> list[str]:
     """The input files of a `url_list` / `warc` scrape (globs expanded); [] for a crawl.
 
     Raises:
-        InputError: naming the missing seeds or the patterns that match nothing.
+        InputError: naming the missing or malformed seeds or the patterns that match nothing.
     """
     if cfg.source == "crawl":
         if not cfg.seed_urls:
             raise InputError(
                 "scrape.seed_urls is empty: give at least one http(s) URL to start crawling from"
             )
+        for url in cfg.seed_urls:
+            problem = url_problem(url)
+            if problem is not None:
+                raise InputError(f"scrape.seed_urls: {url!r} cannot be crawled: {problem.reason}")
         return []
     if not cfg.input_paths:
         raise InputError(f"scrape.source={cfg.source} needs scrape.input_paths: files or globs to read")
@@ -170,13 +184,12 @@ def check_inputs(cfg: ScrapeConfig) -> list[str]:
         if not found:
             raise InputError(f"scrape.input_paths: {pattern!r} matches no file")
         paths += found
+    if cfg.source == "url_list":
+        from alignpipe.data.url_lists import list_format
+
+        for path in paths:
+            list_format(path)  # an unknown format is named before any work starts
     return sorted(set(paths))
-
-
-def fingerprint(cfg: ScrapeConfig, state_generation: str = "") -> str:
-    """Names what a run produces: its settings and the state it starts from."""
-    fields = {name: getattr(cfg, name) for name in _FINGERPRINT_FIELDS} | {"state": state_generation}
-    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def build_scrape(
@@ -403,7 +416,8 @@ def download_unit_files(
     """Downloads one unit into its files in `staging` and records it as done; returns its
     outcome counts. Runs in a worker process; a unit cut short leaves no final file."""
     name = shards.unit_name(unit, num_units)
-    writer = shards.UnitWriter(staging, unit, num_units, cfg.output_formats)
+    image_column = shards.parquet_image_column(cfg.resize_mode)
+    writer = shards.UnitWriter(staging, unit, num_units, cfg.output_formats, image_column)
     manifest = fs.join(staging, f"manifest-images-{name}.jsonl")
     lines = FileSystems.create(manifest + ".tmp")
     states = None

@@ -8,7 +8,7 @@ A unit `u` of `n` writes, into a folder:
 | `webdataset/UUUUU.tar`                | img2dataset's webdataset layout: `KEY.jpg`/`.png`/..., |
 |                                       | `KEY.txt` (caption), `KEY.json` (metadata)             |
 | `parquet/UUUUU.parquet`               | img2dataset's parquet layout: metadata columns and the |
-|                                       | image bytes in `jpg`                                   |
+|                                       | image bytes (`parquet_image_column`: `jpg` or `image`) |
 
 `KEY` is img2dataset's: the unit number and the pair's index in it, `UUUUUIIII`. Each
 file is written under a temporary name and renamed when complete, so a killed unit
@@ -31,7 +31,7 @@ from alignpipe.data.records import SHARD_PREFIX, SHARD_SUFFIX, ImageTextPair, TF
 
 PARQUET_ROW_GROUP = 256  # rows buffered before a row group is written: memory stays bounded
 EXTENSIONS = {"jpeg": "jpg", "png": "png", "gif": "gif", "webp": "webp", "bmp": "bmp"}
-_PARQUET_SCHEMA = pa.schema(
+_PARQUET_METADATA = pa.schema(
     [
         ("key", pa.string()),
         ("url", pa.string()),
@@ -44,9 +44,20 @@ _PARQUET_SCHEMA = pa.schema(
         ("original_height", pa.int64()),
         ("sha256", pa.string()),
         ("format", pa.string()),
-        ("jpg", pa.binary()),
     ]
 )
+
+
+def parquet_image_column(resize_mode: str) -> str:
+    """The name of the parquet export's image column for `scrape.resize_mode`.
+
+    img2dataset names the column after its `encode_format` (`jpg` by default) and re-encodes
+    every image into that format, whatever its `resize_mode`. Here `center_crop` re-encodes
+    every image as a JPEG, so its column is `jpg`; `no` keeps each download's own bytes and
+    `keep_ratio` keeps those already small enough, so theirs is `image`, and the `format`
+    column names each row's format (`jpeg`, `png`, ...).
+    """
+    return "jpg" if resize_mode == "center_crop" else "image"
 
 
 def unit_name(unit: int, num_units: int) -> str:
@@ -64,10 +75,16 @@ def unit_files(folder: str, unit: int, num_units: int, formats: tuple[str, ...])
 
 
 class UnitWriter:
-    """Writes one unit's pairs in every configured format; `close()` makes them final."""
+    """Writes one unit's pairs in every configured format; `close()` makes them final.
 
-    def __init__(self, folder: str, unit: int, num_units: int, formats: tuple[str, ...]) -> None:
+    `image_column` names the parquet export's image column (`parquet_image_column`).
+    """
+
+    def __init__(
+        self, folder: str, unit: int, num_units: int, formats: tuple[str, ...], image_column: str
+    ) -> None:
         self.unit = unit
+        self.image_column = image_column
         self.files = unit_files(folder, unit, num_units, formats)
         for path in self.files.values():
             fs.makedirs(path.rsplit("/", 1)[0])
@@ -78,7 +95,8 @@ class UnitWriter:
         )
         self._parquet = None
         if "parquet" in formats:
-            self._parquet = pq.ParquetWriter(self._handles["parquet"], _PARQUET_SCHEMA)
+            self._schema = _PARQUET_METADATA.append(pa.field(image_column, pa.binary()))
+            self._parquet = pq.ParquetWriter(self._handles["parquet"], self._schema)
         self._rows: list[dict[str, object]] = []
         self.count = 0
 
@@ -110,13 +128,15 @@ class UnitWriter:
                 info.size, info.mtime = len(data), int(time.time())
                 self._tar.addfile(info, io.BytesIO(data))
         if self._parquet is not None:
-            self._rows.append(meta | {"jpg": pair.image_bytes})
+            if self.image_column == "jpg" and pair.image_format != "jpeg":
+                raise ValueError(f"a {pair.image_format} image cannot go into the parquet column jpg")
+            self._rows.append(meta | {self.image_column: pair.image_bytes})
             if len(self._rows) >= PARQUET_ROW_GROUP:
                 self._flush_rows()
 
     def _flush_rows(self) -> None:
         if self._parquet is not None and self._rows:
-            self._parquet.write_table(pa.Table.from_pylist(self._rows, schema=_PARQUET_SCHEMA))
+            self._parquet.write_table(pa.Table.from_pylist(self._rows, schema=self._schema))
         self._rows = []
 
     def close(self) -> list[str]:
@@ -136,6 +156,8 @@ class UnitWriter:
         return list(self.files.values())
 
     def abort(self) -> None:
+        if self._parquet is not None:
+            self._parquet.close()  # before its file: pyarrow would close it later, on a closed file
         for handle in self._handles.values():
             handle.close()
         FileSystems.delete([p + ".tmp" for p in self.files.values() if fs.exists(p + ".tmp")])

@@ -1,7 +1,7 @@
 """A scrape's staging folder: resuming a run cut short, and publishing a finished one.
 
 Work happens in `out_dir/_staging`. `prepare_staging` keeps a staging folder of the same run
-(its fingerprint: settings and starting state) so that a rerun resumes it, and starts afresh
+(its `fingerprint`: settings and starting state) so that a rerun resumes it, and starts afresh
 otherwise. Once the pipeline has finished, `plan_publish` records which files replace which
 (and which state generation replaces which), and `publish` carries the plan out; a publish
 cut short is finished by the next run of the same scrape.
@@ -9,11 +9,15 @@ cut short is finished by the next run of the same scrape.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import logging
 
 from apache_beam.io.filesystems import FileSystems
 
 from alignpipe import fs
+from alignpipe.config import ScrapeConfig
 from alignpipe.data.scrape_state import IMAGE_PREFIX, SUFFIX, StateVersion, publish_state
 
 log = logging.getLogger("alignpipe")
@@ -29,6 +33,35 @@ OUTPUT_GLOBS = (
     "webdataset/*.tar",
     "parquet/*.parquet",
 )
+# The `ScrapeConfig` fields that cannot change what a finished unit holds: speed, manners and
+# patience, and where the finished output is gathered afterwards. A rerun that changes only
+# these resumes the unfinished run; every other field (a new one included) enters the
+# fingerprint, so a changed setting never reuses stale work.
+RESUMABLE_FIELDS = frozenset(
+    {
+        "per_host_connections",
+        "min_host_delay_s",
+        "max_connections",
+        "connect_timeout_s",
+        "read_timeout_s",
+        "request_deadline_s",
+        "retries",
+        "retry_backoff_s",
+        "max_retry_after_s",
+        "processes",
+        "corpus_dir",  # read when the output is published, not by the units
+    }
+)
+
+
+def fingerprint(cfg: ScrapeConfig, state_generation: str = "") -> str:
+    """Names what a run produces: its settings (every `ScrapeConfig` field but
+    `RESUMABLE_FIELDS`) and the state it starts from."""
+    settings = {
+        f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name not in RESUMABLE_FIELDS
+    }
+    named = json.dumps({"settings": settings, "state": state_generation}, sort_keys=True)
+    return hashlib.sha256(named.encode()).hexdigest()[:16]
 
 
 def staged_outputs(folder: str) -> list[str]:

@@ -9,16 +9,22 @@ Formats, chosen by the file name (local path or `gs://` URI):
 | `.tsv`, `.tsv.gz`      | tab-separated, no quoting (fields hold no tabs or newlines)     |
 | `.csv`, `.csv.gz`      | comma-separated, RFC 4180 quoting                               |
 
-A header row names the columns. A first row that holds an http(s) URL is data, not a
-header (a header never holds a URL): the list is header-less, as CC3M (`caption<TAB>url`)
-and CC12M (`url<TAB>caption`) ship it; the URL column is that URL's position, the caption
-column the first other one. Blank lines are not rows.
+A header row names the columns. A TSV / CSV may also come without one, as CC3M
+(`caption<TAB>url`) and CC12M (`url<TAB>caption`) ship it. The first row is a header when
+it names a column of `URL_COLUMNS` (or the named `url_column`); else the URL column is
+where the first http(s) URL of the first `HEADER_PEEK_ROWS` rows is, and the first row is
+data unless its cell there is a name (letters, digits, `_`, `-`, spaces: a header naming an
+unknown URL column, an error). So a broken URL in the first row (empty, `http://[::1`,
+`www.example.com/a.jpg`) neither hides the URL column nor turns the row into a header.
+The caption column of a header-less list is the first other one. Blank lines are not rows.
 
 Without `url_column` / `caption_column`, the first present of `URL_COLUMNS` /
 `CAPTION_COLUMNS` is used (case-sensitive); a list without a caption column gives
 alt "" everywhere. Every row gives exactly one `ImageEntry`, including rows whose URL
-is empty or not http(s): the download counts those as `not_http` instead of losing
-them here. Memory stays bounded by one record batch (parquet) or one line.
+is empty, malformed or not http(s): the download counts those as `url_malformed` or
+`not_http` (`addresses.url_problem`) instead of losing them here. A list without any row
+is an error, not an empty success. Memory stays bounded by one record batch (parquet) or
+one line.
 
 Example:
     >>> for entry in read_url_list("gs://bucket/laion/part-00000.parquet"):  # doctest: +SKIP
@@ -31,6 +37,7 @@ import _csv
 import csv
 import gzip
 import itertools
+import re
 import zlib
 from collections.abc import Iterator
 from typing import BinaryIO
@@ -49,6 +56,8 @@ CAPTION_COLUMNS = ("caption", "TEXT", "text", "alt", "alt_text", "title")
 FORMATS = {".parquet": "parquet", ".tsv": "tsv", ".tsv.gz": "tsv", ".csv": "csv", ".csv.gz": "csv"}
 PARQUET_BATCH_ROWS = 8192
 MAX_LINE_BYTES = 1 << 20
+HEADER_PEEK_ROWS = 100  # rows read to find the URL column of a list without a header
+_COLUMN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_ -]*")  # no '/', '.' or ':', which URLs hold
 
 
 def read_url_list(path: str, url_column: str = "", caption_column: str = "") -> Iterator[ImageEntry]:
@@ -65,11 +74,15 @@ def read_url_list(path: str, url_column: str = "", caption_column: str = "") -> 
         the caption whitespace-normalised as `alt`, `page_url` "".
 
     Raises:
-        InputError: the file is missing or unreadable, its format is unknown, or a named
-            column (or any URL column) is missing.
+        InputError: the file is missing or unreadable, its format is unknown, a named
+            column (or any URL column) is missing, or it holds no row.
     """
+    rows = 0
     for url, caption in _url_caption_rows(path, url_column, caption_column):
+        rows += 1
         yield ImageEntry(url=_normalised_url(url), alt=normalise_alt(caption))
+    if not rows:
+        raise InputError(f"url list {path}: no rows (an empty file, or a header only)")
 
 
 def iter_url_list_units(
@@ -202,27 +215,50 @@ def _delimited_rows(
     stream: BinaryIO, path: str, kind: str, url_column: str, caption_column: str
 ) -> Iterator[tuple[str, str]]:
     lines = _text_lines(stream, path)
+    # csv's default cap (128 KiB a field) would end the whole list at one over-long URL; a
+    # field may be as long as a line (a longer one still ends it: memory stays bounded)
+    csv.field_size_limit(max(csv.field_size_limit(), MAX_LINE_BYTES))
     if kind == "tsv":
         reader = csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
     else:
         reader = csv.reader(lines)
     rows = _non_blank_rows(reader, path)
-    first = next(rows, None)
-    if first is None:
+    head = list(itertools.islice(rows, HEADER_PEEK_ROWS))
+    if not head:
         return
-    url_at = next((i for i, cell in enumerate(first) if _is_http(cell)), None)
-    if url_at is not None:  # a header never holds a URL: the list has none
-        if url_column or caption_column:
-            raise InputError(f"url list {path}: has no header row, so columns cannot be named")
-        caption_at = next((i for i in range(len(first)) if i != url_at), None)
-        rows = itertools.chain([first], rows)
-    else:
-        header = [cell.strip() for cell in first]
+    columns = _header_less_columns(path, head, url_column, caption_column)
+    if columns is None:
+        header = [cell.strip() for cell in head[0]]
         url_at = header.index(_pick_column(path, header, url_column, URL_COLUMNS, "URL"))
         caption_name = _pick_column(path, header, caption_column, CAPTION_COLUMNS, "caption")
         caption_at = header.index(caption_name) if caption_name else None
-    for row in rows:
+        head = head[1:]
+    else:
+        url_at, caption_at = columns
+    for row in itertools.chain(head, rows):
         yield _cell(row, url_at), _cell(row, caption_at)
+
+
+def _header_less_columns(
+    path: str, head: list[list[str]], url_column: str, caption_column: str
+) -> tuple[int, int | None] | None:
+    """(URL column, caption column) of a list without a header row; None when its first
+    row is a header (see the module docstring)."""
+    first = [cell.strip() for cell in head[0]]
+    has_url = any(_is_http(cell) for cell in first)
+    if url_column or caption_column:
+        if has_url and url_column not in first:
+            raise InputError(f"url list {path}: has no header row, so columns cannot be named")
+        return None
+    if any(name in first for name in URL_COLUMNS):
+        return None
+    found = next(((row, i) for row in head for i, cell in enumerate(row) if _is_http(cell)), None)
+    if found is None:
+        return None  # no URL anywhere: a header without a known URL column, named as such
+    row, url_at = found
+    if url_at < len(first) and _COLUMN_NAME.fullmatch(first[url_at]):
+        return None  # a header naming the URL column otherwise
+    return url_at, next((i for i in range(len(row)) if i != url_at), None)
 
 
 def _is_http(cell: str) -> bool:

@@ -1,6 +1,7 @@
 import gzip
 import io
 import json
+import random
 
 import pytest
 from warcio.statusandheaders import StatusAndHeaders
@@ -244,6 +245,25 @@ def test_wat_envelopes_of_responses_give_pages_with_img_links(tmp_path):
     ]
 
 
+def test_malformed_image_urls_are_kept_to_be_counted_and_lone_surrogates_replaced(tmp_path):
+    page = "https://p.example/"
+    archive = Archive()
+    archive.response(page, b'<img src="http://[::1" alt="a"><img src="http://h:99999/x.png" alt="b">')
+    links = [
+        {"path": "IMG@/src", "url": "http://[::1", "alt": "c"},
+        {"path": "IMG@/src", "url": "/x\ud800.png", "alt": "d\udc00e"},
+    ]
+    wat = http_metadata("200", "OK", {"Content-Type": "text/html"}, {"Links": links})
+    # json.dumps escapes the lone surrogates as "\\ud800", as a WAT file may hold them
+    archive.metadata(page, wat_envelope(page, "response", wat), "application/json")
+    warc_page, wat_page = read_archive(archive.save(tmp_path / "odd.warc.gz"))
+    assert [(e.url, e.alt) for e in warc_page.images] == [("http://[::1", "a"), ("http://h:99999/x.png", "b")]
+    assert [(e.url, e.alt) for e in wat_page.images] == [
+        ("http://[::1", "c"),
+        ("https://p.example/x%EF%BF%BD.png", "d\ufffde"),
+    ]
+
+
 def read_until_error(path: str) -> tuple[list[PageRecord], str]:
     pages = []
     with pytest.raises(InputError) as raised:
@@ -327,6 +347,25 @@ def test_missing_file_and_not_an_archive(tmp_path):
     text = tmp_path / "notes.warc"
     text.write_text("just some notes\n")
     pages, error = read_until_error(str(text))
-    assert error.startswith(
-        f"archive {text}: truncated or corrupt at record 0 (byte offset 0): Unknown archive format"
+    assert error == (
+        f"archive {text}: truncated or corrupt at record 0 (byte offset 0): "
+        "no WARC or ARC header where a record should start (not a WARC / WAT file?)"
     )
+
+
+@pytest.mark.parametrize("name", ["noise.warc", "noise.warc.gz"])
+def test_binary_garbage_is_named_without_echoing_it(tmp_path, name):
+    noise = bytes(random.Random(1).randrange(256) for _ in range(4000))
+    path = tmp_path / name
+    path.write_bytes((b"\x1f\x8b" if name.endswith(".gz") else b"") + noise)
+    pages, error = read_until_error(str(path))
+    assert pages == []
+    reason = error.removeprefix(f"archive {path}: truncated or corrupt at record 0 (byte offset 0): ")
+    assert reason != error and len(reason) < 120
+    assert reason.isascii() and reason.isprintable()
+
+
+def test_archive_without_any_http_response_is_an_error(tmp_path):
+    archive = Archive()  # its warcinfo record only
+    path = archive.save(tmp_path / "info-only.warc.gz")
+    assert read_until_error(path) == ([], f"archive {path}: no archived HTTP response in 1 records")

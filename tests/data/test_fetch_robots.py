@@ -68,8 +68,54 @@ def test_fetch_outcomes(make_site, dead_url):
     refused = get(dead_url, 100, retries=2)
     assert (refused.outcome, refused.tries) == ("unreachable", 3)
     assert "refused" in refused.error.lower() or "connect" in refused.error.lower()
-    assert get("http://bad host/", 100).outcome == "unreachable"
     assert get("ftp://127.0.0.1/x", 100).outcome == "not_http"
+
+
+@pytest.fixture
+def redirect_server():
+    """A real server redirecting every request to the `Location` set for its path; yields
+    (base URL, {path: Location}, the paths requested)."""
+    locations: dict[str, str] = {}
+    requested: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            requested.append(self.path)
+            self.send_response(302)
+            self.send_header("Location", locations[self.path])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/", locations, requested
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize(
+    "url, reason",
+    [
+        ("http://127.0.0.1:99999/x.jpg", "Port out of range"),
+        ("http://127.0.0.1:http/x.jpg", "Port could not be cast"),
+        ("http://[::1/x.jpg", "Invalid IPv6 URL"),
+        ("http://bad host/", "' ' at character 10"),
+        ("http://:80/x.jpg", "no host"),
+    ],
+)
+def test_malformed_urls_are_named_and_never_retried(url, reason, redirect_server):
+    fetched = get(url, retries=3, retry_backoff_s=5)  # a retry would make this test slow
+    assert (fetched.outcome, fetched.tries, fetched.status) == ("url_malformed", 1, None)
+    assert reason in fetched.error
+    base, locations, requested = redirect_server
+    locations["/moved"] = url
+    redirected = get(base + "moved", retries=3, retry_backoff_s=5)
+    assert (redirected.outcome, redirected.tries) == ("url_malformed", 1)
+    assert redirected.error.startswith(f"redirect from {base}moved: ") and reason in redirected.error
+    assert requested == ["/moved"]  # the server was asked once, the malformed target never
 
 
 def test_addresses_public_private_and_allowed():

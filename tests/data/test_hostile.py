@@ -93,6 +93,9 @@ INDEX_IMAGES = [
     ("img/no-alt-3.png", " \t ", "no_alt"),
     ("data:image/gif;base64,R0lGODlhAQABAAAAACw=", "an inline pixel", "not_http"),
     ("ftp://127.0.0.1:{port}/img/photo.jpg", "a picture over ftp", "not_http"),
+    ("http://127.0.0.1:99999/img/photo.jpg", "a picture behind port 99999", "url_malformed"),
+    ("http://[::1/img/photo.jpg", "a picture behind a broken IPv6 literal", "url_malformed"),
+    ("http://bad host/img/photo.jpg", "a picture on a host with a space", "url_malformed"),
     ("img/noai-header.png", "a picture marked noai", "opted_out"),
     ("img/noimageai-header.png", "a picture marked noimageai", "opted_out"),
     ("{forbidden}/direct.png", "a picture on a forbidden address", "forbidden_address"),
@@ -138,6 +141,8 @@ INDEX_LINKS = [
     ("huge.html", "too_large"),
     ("feed", "not_html"),  # JSON behind an extensionless URL
     ("members/index.html", "robots_disallowed"),
+    ("http://127.0.0.1:99999/index.html", "url_malformed"),
+    ("http://[::1/index.html", "url_malformed"),
 ]
 CP1252_HEADER_ALT = "L’été au café coûte 5 €"
 CP1252_META_ALT = "Crème brûlée – 3 € l’unité"
@@ -247,7 +252,10 @@ def expected_pairs(site: HostileSite) -> dict[str, tuple[bytes, str, str | None]
 
 
 def resolve(site: HostileSite, page_path: str, ref: str) -> str:
-    return urllib.parse.urldefrag(urllib.parse.urljoin(site.url("{main}" + page_path), site.url(ref))).url
+    try:
+        return urllib.parse.urldefrag(urllib.parse.urljoin(site.url("{main}" + page_path), site.url(ref))).url
+    except ValueError:  # "http://[::1/...": kept as written, to be counted
+        return ref
 
 
 @dataclasses.dataclass(frozen=True)

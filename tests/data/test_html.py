@@ -176,6 +176,24 @@ def test_links_are_absolute_http_without_fragments_or_repeats():
     ]
 
 
+def test_sources_and_links_that_cannot_be_resolved_are_kept_as_written_to_be_counted():
+    html = """
+    <img src=" http://[::1/a.png " alt="bracket"><img src="b\x01.png" alt="control">
+    <img src="http://h:99999/c.png" alt="port">
+    <a href="http://[::1/page">a</a> <a href="ftp://[::1/x">other scheme</a> <a href="d\x02.html">d</a>
+    <a href="http://h:99999/e.html">e</a>
+    """
+    page = parse_page(html, PAGE)
+    assert page.images == [
+        ImageAlt("http://[::1/a.png", "bracket"),
+        ImageAlt("b\x01.png", "control"),
+        ImageAlt("http://h:99999/c.png", "port"),  # resolvable; the download names the port
+    ]
+    assert page.links == ["http://[::1/page", "d\x02.html", "http://h:99999/e.html"]
+    with pytest.raises(ValueError, match="control character"):
+        resolve_url(PAGE, "b\x01.png")
+
+
 def test_meta_robots_directives_are_collected_lower_case():
     html = (
         '<meta name="ROBOTS" content="NoAI, noimageai  nofollow"><meta name="robots" content="noindex">'

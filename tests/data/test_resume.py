@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import http.server
@@ -20,9 +21,10 @@ import pytest
 from PIL import Image
 
 from alignpipe import fs
-from alignpipe.config import load_config
+from alignpipe.config import ScrapeConfig, load_config
 from alignpipe.data.records import ImageTextPair, read_tfrecords, shard_pattern
 from alignpipe.data.scrape import run_scrape
+from alignpipe.data.staging import RESUMABLE_FIELDS, fingerprint
 
 NUM_IMAGES = 60
 
@@ -147,3 +149,29 @@ def test_killed_scrape_resumes_without_loss_or_duplicates(tmp_path):
     refetched = sum(n for path, n in requests.items() if path.endswith(".png"))
     assert refetched <= NUM_IMAGES - finished, "finished units were downloaded again"
     assert not os.path.exists(os.path.join(out, "_staging"))
+
+
+def another_value(value: object) -> object:
+    """A different value of the same type (a new field of another type fails the test)."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int | float):
+        return value + 1
+    if isinstance(value, str):
+        return value + "x"
+    if isinstance(value, tuple):
+        return (*value, "x")
+    raise AssertionError(f"no other value for {value!r}: teach another_value its type")
+
+
+def test_every_scrape_setting_enters_the_fingerprint_but_the_resumable_ones():
+    names = [field.name for field in dataclasses.fields(ScrapeConfig)]
+    assert RESUMABLE_FIELDS <= set(names), f"not ScrapeConfig fields: {RESUMABLE_FIELDS - set(names)}"
+    base = ScrapeConfig()
+    for name in names:
+        changed = dataclasses.replace(base, **{name: another_value(getattr(base, name))})
+        resumes = fingerprint(changed) == fingerprint(base)
+        assert resumes == (name in RESUMABLE_FIELDS), (
+            f"{name}: a change {'resumes' if resumes else 'restarts'}"
+        )
+    assert fingerprint(base, "20240101T000000Z-a") != fingerprint(base, "20240108T000000Z-b")

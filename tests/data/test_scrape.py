@@ -158,6 +158,10 @@ def assert_exports_match(out: str, pairs: list[ImageTextPair]) -> None:
     table = pq.read_table(fs.glob(os.path.join(out, "parquet", "*.parquet")))
     assert sorted(table.column("caption").to_pylist()) == sorted(p.text for p in pairs)
     assert set(table.column("key").to_pylist()) == set(captions)
+    # resize_mode no keeps PNG bytes: not a column named jpg (img2dataset's holds JPEGs only)
+    assert "jpg" not in table.column_names
+    assert sorted(table.column("image").to_pylist()) == sorted(p.image_bytes for p in pairs)
+    assert sorted(table.column("format").to_pylist()) == sorted(p.image_format for p in pairs)
 
 
 def test_run_scrape_without_seeds_is_an_input_error(tmp_path):

@@ -20,6 +20,7 @@ from alignpipe.config import load_config
 from alignpipe.data.records import ImageTextPair, read_tfrecords, shard_pattern
 from alignpipe.data.scrape import run_scrape
 from alignpipe.demo.serve import serve_folder
+from alignpipe.errors import InputError
 
 LOOPBACK = "scrape.allowed_networks=127.0.0.1/32"
 
@@ -75,13 +76,71 @@ def test_url_list_scrape_resizes_and_counts_every_row(make_site, tmp_path):
         overrides = ["scrape.source=url_list", f"scrape.input_paths={tmp_path}/*.parquet", LOOPBACK]
         overrides += ["scrape.resize_mode=keep_ratio", "scrape.image_size=100", "scrape.retries=0"]
         report = run_scrape(load_config("local", "tiny", overrides), str(tmp_path / "out"))
-    expected = {"image/ok": 3, "image/duplicate_pair": 1, "image/http_404": 1, "image/not_http": 1}
+    expected = {"image/ok": 3, "image/duplicate_pair": 1, "image/http_404": 1, "image/url_malformed": 1}
     assert report.outcomes == expected == outcomes(str(tmp_path / "out"))
     big, clear, small = pairs_of(str(tmp_path / "out"))
     assert (big.width, big.height, big.original_width, big.original_height) == (200, 100, 600, 300)
     assert big.image_format == "jpeg" and Image.open(io.BytesIO(big.image_bytes)).size == (200, 100)
     assert (clear.width, clear.height, clear.image_format) == (100, 100, "jpeg")  # matted onto white
     assert small.image_bytes == png(40, 30) and small.page_url == ""  # already small: kept as is
+
+
+def manifest_lines(out_dir: str) -> list[dict]:
+    lines = []
+    for path in fs.glob(os.path.join(out_dir, "manifest-*.jsonl")):
+        lines += [json.loads(line) for line in fs.read_text(path).splitlines()]
+    return lines
+
+
+def snapshot(out_dir: str) -> dict[str, bytes]:
+    """Every file of a scrape's output (its staging folder aside), by relative path."""
+    return {
+        os.path.relpath(os.path.join(d, f), out_dir): open(os.path.join(d, f), "rb").read()
+        for d, _, files in os.walk(out_dir)
+        for f in files
+        if "_staging" not in d
+    }
+
+
+@pytest.mark.large
+def test_malformed_urls_in_a_url_list_are_counted_and_the_rest_written(make_site, tmp_path):
+    with serve_folder(make_site({"a.png": png(80, 60)})) as url:
+        rows = [
+            ("cap", "http://[::1"),
+            ("a green field", url + "a.png"),
+            ("port", "http://127.0.0.1:99999/x.jpg"),
+            ("space", "http://bad host/x.jpg"),
+            ("ctrl", "http://127.0.0.1/\x01.jpg"),
+            ("ftp", "ftp://127.0.0.1/x.jpg"),
+        ]
+        (tmp_path / "list.tsv").write_text("".join(f"{alt}\t{link}\n" for alt, link in rows))
+        overrides = ["scrape.source=url_list", f"scrape.input_paths={tmp_path}/list.tsv", LOOPBACK]
+        report = run_scrape(
+            load_config("local", "tiny", overrides + ["scrape.retries=3"]), str(tmp_path / "out")
+        )
+    assert report.outcomes == {"image/ok": 1, "image/url_malformed": 4, "image/not_http": 1}
+    errors = {line["alt"]: line.get("error", "") for line in manifest_lines(str(tmp_path / "out"))}
+    assert "Invalid IPv6 URL" in errors["cap"]
+    assert "Port out of range" in errors["port"]  # named as such: no robots.txt asked, no retry
+    assert "' ' at character" in errors["space"] and "'\\x01'" in errors["ctrl"]
+
+
+@pytest.mark.large
+def test_an_empty_input_is_an_error_that_keeps_the_previous_output(make_site, tmp_path):
+    out = str(tmp_path / "out")
+    with serve_folder(make_site({f"{i}.png": png(40 + i, 30) for i in range(3)})) as url:
+        (tmp_path / "good.tsv").write_text("".join(f"picture {i}\t{url}{i}.png\n" for i in range(3)))
+        overrides = ["scrape.source=url_list", f"scrape.input_paths={tmp_path}/good.tsv", LOOPBACK]
+        assert run_scrape(load_config("local", "tiny", overrides), out).pairs_written == 3
+    before = snapshot(out)
+    for name, text in (("empty.tsv", ""), ("header-only.csv", "url,caption\n")):
+        (tmp_path / name).write_text(text)
+        overrides = ["scrape.source=url_list", f"scrape.input_paths={tmp_path}/{name}", LOOPBACK]
+        with pytest.raises(InputError) as raised:
+            run_scrape(load_config("local", "tiny", overrides), out)
+        assert str(raised.value) == f"url list {tmp_path}/{name}: no rows (an empty file, or a header only)"
+        assert snapshot(out) == before
+    assert len(pairs_of(out)) == 3
 
 
 def warc_response(writer: WARCWriter, url: str, body: bytes, content_type: str = "text/html") -> None:

@@ -84,6 +84,52 @@ def test_cc12m_gzipped_tsv_without_header_is_url_then_caption(tmp_path):
     ]
 
 
+@pytest.mark.parametrize(
+    "broken",
+    ["", "http://[::1", "www.cc3m.example/a.jpg", "//cc3m.example/a.jpg", "htp://cc3m.example/a.jpg", "N/A"],
+)
+def test_header_less_list_whose_first_url_is_broken_keeps_every_row(tmp_path, broken):
+    text = f"a broken first row\t{broken}\n" + "".join(
+        f"caption {i}\thttp://cc3m.example/{i}.jpg\n" for i in range(3)
+    )
+    assert read(write(tmp_path / "cc3m.tsv", text)) == [
+        ImageEntry(broken.strip(), "a broken first row"),
+        *(ImageEntry(f"http://cc3m.example/{i}.jpg", f"caption {i}") for i in range(3)),
+    ]
+
+
+def test_url_column_of_a_header_less_list_is_found_past_the_first_rows(tmp_path, monkeypatch):
+    monkeypatch.setattr(url_lists, "HEADER_PEEK_ROWS", 3)
+    text = "a\t\nb\tnot-a-url\nc\thttps://x.example/c.png\nd\thttps://x.example/d.png\n"
+    assert [e.url for e in read(write(tmp_path / "list.tsv", text))] == [
+        "",
+        "not-a-url",
+        "https://x.example/c.png",
+        "https://x.example/d.png",
+    ]
+    late = write(tmp_path / "late.tsv", "a\t\nb\t\nc\t\nd\thttps://x.example/d.png\n")
+    assert "no URL column" in error_of(late)  # nothing looks like a URL in the rows read
+
+
+@pytest.mark.parametrize(
+    "name, text",
+    [
+        ("empty.tsv", ""),
+        ("blank.tsv", "\n \n\t\n"),
+        ("header.tsv", "url\tcaption\n"),
+        ("header.csv.gz", "url,caption\r\n"),
+    ],
+)
+def test_list_without_rows_is_an_error(tmp_path, name, text):
+    path = write(tmp_path / name, text, compress=name.endswith(".gz"))
+    assert error_of(path) == f"url list {path}: no rows (an empty file, or a header only)"
+
+
+def test_parquet_without_rows_is_an_error(tmp_path):
+    path = write_parquet(tmp_path / "none.parquet", {"url": pyarrow.array([], pyarrow.string())})
+    assert error_of(path) == f"url list {path}: no rows (an empty file, or a header only)"
+
+
 def test_csv_quoting_bom_and_fallback_column_names(tmp_path):
     text = (
         "\ufeffimg_url,alt_text,title\r\n"
@@ -167,6 +213,14 @@ def test_unreadable_files(tmp_path, monkeypatch):
     monkeypatch.setattr(url_lists, "MAX_LINE_BYTES", 30)
     long_line = write(tmp_path / "long.tsv", "url\nhttp://a/\nhttp://a/" + "x" * 30 + "\n")
     assert error_of(long_line) == f"url list {long_line}: line 3 is longer than 30 bytes"
+
+
+@pytest.mark.parametrize("name", ["long.tsv", "long.csv"])
+def test_an_over_long_url_is_a_row_not_the_end_of_the_list(tmp_path, name):
+    long_url = "http://a.example/" + "x" * 200_000  # over csv's default field cap of 128 KiB
+    sep = "\t" if name.endswith(".tsv") else ","
+    path = write(tmp_path / name, f"url{sep}caption\n{long_url}{sep}long\nhttp://b.example/{sep}short\n")
+    assert read(path) == [ImageEntry(long_url, "long"), ImageEntry("http://b.example/", "short")]
 
 
 def test_truncated_gzip_raises_after_the_whole_rows_before_the_cut(tmp_path):

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import random
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from tests.pipelines.conftest import run_cli
@@ -55,6 +59,40 @@ def test_unreachable_seed_url(tmp_path):
     _one_clear_error(proc, seed, "unreachable")
     proc = run_cli("scrape", "--seed", seed, "--out", str(tmp_path / "raw"), "--work-dir", str(tmp_path))
     _one_clear_error(proc, seed, "unreachable")
+
+
+def _write_input(path, content) -> None:
+    if isinstance(content, dict):
+        pq.write_table(pa.table(content), path)
+    else:
+        path.write_bytes(content)
+
+
+NOISE = bytes(random.Random(7).randrange(256) for _ in range(3000))  # binary, nothing like a WARC
+
+
+BAD_INPUTS = [  # (flag, file name, content: bytes or parquet columns, what the error says)
+    ("--url-list", "no-url.parquet", {"a": [1], "b": ["x"]}, "no URL column; columns found: ['a', 'b']"),
+    ("--url-list", "corrupt.parquet", b"PAR1" + b"\x00\xff" * 40, "not a readable parquet file"),
+    ("--url-list", "empty.parquet", b"", "not a readable parquet file"),
+    ("--url-list", "empty.tsv", b"", "no rows (an empty file, or a header only)"),
+    ("--url-list", "list.txt", b"url\nhttp://a.example/\n", "unknown format"),
+    ("--warc", "noise.warc", NOISE, "record 0 (byte offset 0): no WARC or ARC header"),
+]
+
+
+@pytest.mark.large
+@pytest.mark.parametrize(("flag", "name", "content", "fragment"), BAD_INPUTS, ids=[c[1] for c in BAD_INPUTS])
+def test_bad_scrape_inputs_end_in_one_line_without_binary(tmp_path, flag, name, content, fragment):
+    path = tmp_path / name
+    _write_input(path, content)
+    out = tmp_path / "out"
+    proc = run_cli("scrape", flag, str(path), "--out", str(out), "--work-dir", str(tmp_path))
+    _one_clear_error(proc, str(path), fragment)
+    line = next(line for line in proc.stderr.splitlines() if line.startswith("alignpipe: error:"))
+    assert line.isascii() and line.isprintable() and len(line) < 400 + len(str(path)), line
+    assert "[while running" not in line
+    assert not (out / "scrape_report.json").exists()
 
 
 def test_docker_runner_without_an_engine(tmp_path):
