@@ -12,6 +12,13 @@ TPU_V2) runs TensorFlow's TPUStrategy on the VM's own TPU (`TPUClusterResolver(t
 `runner.train_tpu_topology`) have no TensorFlow support: they need Keras 3 on the JAX backend,
 which this trainer does not use yet.
 
+Outputs: each job gets a `base_output_directory` of its own, beside the run's `model` artifact
+(`<pipeline_root>/<project number>/<pipeline job>/training-job_<id>/custom-job`). Vertex AI
+derives `AIP_CHECKPOINT_DIR` (`<base_output_directory>/checkpoints/`) from it, which
+`trainer.task` adopts: a restarted or preempted worker of one job resumes from that job's
+checkpoints, and no other run ever reads them (one folder shared by all runs would make every
+later run restore the first run's final checkpoint instead of training).
+
 Paths are the workers' Cloud Storage FUSE mounts (`/gcs/BUCKET/...`, which Vertex AI mounts in
 custom jobs as in pipeline tasks), so the trainer reads and writes them as local files.
 """
@@ -21,6 +28,20 @@ from __future__ import annotations
 from alignpipe.config import Config
 
 TRAINER_COMMAND = ["python", "-m", "trainer.task"]
+JOB_OUTPUT_FOLDER = "custom-job"
+
+
+def base_output_directory(model_uri: str) -> str:
+    """The custom job's output folder: `custom-job` beside the `model` artifact at `model_uri`
+    (a gs:// URI on Vertex AI), in the folder of the task that specified the job, which is
+    unique to one pipeline run.
+
+    Example:
+        >>> base_output_directory("gs://b/root/123/align-20300101/training-job_7/model")
+        'gs://b/root/123/align-20300101/training-job_7/custom-job'
+    """
+    task_folder = model_uri.rstrip("/").rsplit("/", 1)[0]
+    return f"{task_folder}/{JOB_OUTPUT_FOLDER}"
 
 
 def worker_pool_specs(

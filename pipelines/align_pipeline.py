@@ -49,9 +49,10 @@ def build_pipeline(cfg: Config):
             display_name="align-train",
             project=r.gcp_project,
             location=r.gcp_region,
-            worker_pool_specs=spec.outputs["Output"],
+            worker_pool_specs=spec.outputs["worker_pool_specs"],
             service_account=r.service_account,
-            base_output_directory=f"{r.pipeline_root.rstrip('/')}/custom-jobs",
+            # this run's own folder: Vertex AI's AIP_CHECKPOINT_DIR, which trainer.task resumes from
+            base_output_directory=spec.outputs["base_output_directory"],
             restart_job_on_worker_restart=True,  # a preempted worker restarts and resumes
             strategy=r.train_scheduling,
         ).set_display_name("train")

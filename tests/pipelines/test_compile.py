@@ -140,12 +140,14 @@ def test_vertex_trains_in_a_tpu_custom_job(tmp_path):
         "project": "my-project",
         "location": "us-central1",
         "service_account": "sa@my-project.iam.gserviceaccount.com",
-        "base_output_directory": "gs://bucket/root/custom-jobs",
         "restart_job_on_worker_restart": True,
         "strategy": "STANDARD",
     }
-    pool = job["inputs"]["parameters"]["worker_pool_specs"]["taskOutputParameter"]
-    assert pool == {"outputParameterKey": "Output", "producerTask": "training-job"}
+    # The worker pool and an output folder of the run's own (its AIP_CHECKPOINT_DIR) come from
+    # the task that specifies the job.
+    for name in ("worker_pool_specs", "base_output_directory"):
+        given = job["inputs"]["parameters"][name]["taskOutputParameter"]
+        assert given == {"outputParameterKey": name, "producerTask": "training-job"}
     # The job fills the model artifact of the task that specified it; evaluate waits for the job.
     model = {"taskOutputArtifact": {"outputArtifactKey": "model", "producerTask": "training-job"}}
     assert (
