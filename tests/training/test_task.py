@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-import re
 
 import numpy as np
 import pytest
@@ -17,14 +15,12 @@ from alignpipe.model.encoder import AlignEncoder
 from components import tracking
 from components.ops import build_components
 from pipelines import cli
-from tests.pipelines.test_compile import stage_tasks
+from tests.pipelines.test_compile import custom_job_request
 from tests.training.conftest import SMALL_RUN, write_shards
 from tests.training.test_trainer import SMALL
 from trainer.task import main
 
 pytestmark = pytest.mark.large
-
-INPUT_PLACEHOLDER = re.compile(r"\{\{\$\.inputs\.parameters\['(\w+)'\]\}\}")
 
 
 def test_a_custom_job_logs_its_training_as_the_pipelines_train_stage(shards_dir, tmp_path):
@@ -51,28 +47,6 @@ def test_a_custom_job_logs_its_training_as_the_pipelines_train_stage(shards_dir,
     assert [run.data.tags[tracking.STAGE_TAG] for run in runs] == ["train"]
     assert runs[0].data.metrics["train_steps"] == 4 and runs[0].info.status == "FINISHED"
     assert (tmp_path / "model" / "model_config.json").exists()
-
-
-def custom_job_request(spec: dict, training_job_outputs: dict) -> dict:
-    """The CustomJob that the template's `custom-training-job` task asks Vertex AI for: the
-    launcher's `--payload` with each input placeholder filled as the pipeline fills it (task
-    constants, the `training-job` task's outputs, the component's defaults)."""
-    task = stage_tasks(spec)["custom-training-job"]
-    component = spec["components"][task["componentRef"]["name"]]
-    values = {name: p.get("defaultValue") for name, p in component["inputDefinitions"]["parameters"].items()}
-    for name, given in task["inputs"]["parameters"].items():
-        if "runtimeValue" in given:
-            values[name] = given["runtimeValue"]["constant"]
-        else:
-            assert given["taskOutputParameter"]["producerTask"] == "training-job", name
-            values[name] = training_job_outputs[given["taskOutputParameter"]["outputParameterKey"]]
-    args = spec["deploymentSpec"]["executors"][component["executorLabel"]]["container"]["args"]
-    payload = args[args.index("--payload") + 1]
-    return json.loads(
-        INPUT_PLACEHOLDER.sub(
-            lambda m: values[m[1]] if isinstance(values[m[1]], str) else json.dumps(values[m[1]]), payload
-        )
-    )
 
 
 def train_stages(cfg, pipeline_job: str) -> list:
@@ -116,7 +90,7 @@ def test_two_pipeline_runs_on_vertex_ai_train_twice_and_a_restarted_worker_resum
         outputs = training_job(
             config_json=cfg.to_json(), pipeline_job=job, pairs=dsl.Dataset(uri=pairs), model=model
         )
-        names = ("worker_pool_specs", "base_output_directory")  # the task's outputs, in order
+        names = training_job.__annotations__["return"]._fields  # the task's outputs, in order
         request = custom_job_request(spec, dict(zip(names, outputs, strict=True)))
         base = request["job_spec"]["base_output_directory"]["output_uri_prefix"]
         monkeypatch.setenv("AIP_CHECKPOINT_DIR", f"{base}/checkpoints/")
