@@ -48,11 +48,18 @@ def base_output_directory(model_uri: str) -> str:
     return f"{task_folder}/{JOB_OUTPUT_FOLDER}"
 
 
+def trainer_image_kind(cfg: Config) -> str:
+    """Which build of the trainer image the custom job runs: cpu, tpu or gpu
+    (infra/docker/trainer.Dockerfile's ACCELERATOR)."""
+    return slice_of(cfg.runner.accelerator, cfg.runner.accelerator_chips).spec.kind
+
+
 def trainer_image(cfg: Config) -> str:
     """The image the custom job runs: the trainer image of the accelerator's kind."""
     r = cfg.runner
-    kind = slice_of(r.accelerator, r.accelerator_chips).spec.kind
-    return {"cpu": r.trainer_image, "tpu": r.trainer_tpu_image, "gpu": r.trainer_gpu_image}[kind]
+    return {"cpu": r.trainer_image, "tpu": r.trainer_tpu_image, "gpu": r.trainer_gpu_image}[
+        trainer_image_kind(cfg)
+    ]
 
 
 def worker_pool_specs(
