@@ -14,6 +14,7 @@ stay real objects (no `from __future__ import annotations`) because kfp reads th
 """
 
 import types
+from typing import NamedTuple
 
 from kfp import dsl
 from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Model, Output
@@ -80,13 +81,25 @@ def train(
     train_stage(config_json, pipeline_job, pairs.path, model.path, metrics)
 
 
-def training_job(config_json: str, pipeline_job: str, pairs: Input[Dataset], model: Output[Model]) -> list:
-    """The worker pool of the Vertex AI custom job that trains into `model` (`components.custom_job`)."""
+def training_job(
+    config_json: str, pipeline_job: str, pairs: Input[Dataset], model: Output[Model]
+) -> NamedTuple(
+    "CustomJob",
+    [("worker_pool_specs", list), ("base_output_directory", str), ("timeout", str), ("strategy", str)],
+):
+    """The Vertex AI custom job that trains into `model` (`components.custom_job`), from the run's
+    config: its worker pool, an output folder of this run's own (where its checkpoints go), its
+    timeout and its scheduling strategy."""
     from alignpipe.config import Config
-    from components.custom_job import worker_pool_specs
+    from components.custom_job import base_output_directory, job_timeout, worker_pool_specs
 
     cfg = Config.from_json(config_json)
-    return worker_pool_specs(cfg, config_json, pairs.path, model.path, pipeline_job)
+    return (  # in the order of the annotation's fields
+        worker_pool_specs(cfg, config_json, pairs.path, model.path, pipeline_job),
+        base_output_directory(model.uri),
+        job_timeout(cfg),
+        cfg.runner.train_scheduling,
+    )
 
 
 def evaluate(

@@ -39,8 +39,8 @@ def build_pipeline(cfg: Config):
         return task.set_retry(r.task_retries) if r.task_retries else task
 
     def custom_job_training(config_json, job, pairs):
-        """(the model artifact, the task that fills it): a Vertex AI custom job on the TPU of
-        `runner.train_*`, writing into the `model` artifact of the task that specified it."""
+        """(the model artifact, the task that fills it): a Vertex AI custom job on the run's slice
+        (`runner.accelerator`), writing into the `model` artifact of the task that specified it."""
         from google_cloud_pipeline_components.v1.custom_job import CustomTrainingJobOp
 
         r = cfg.runner
@@ -49,11 +49,13 @@ def build_pipeline(cfg: Config):
             display_name="align-train",
             project=r.gcp_project,
             location=r.gcp_region,
-            worker_pool_specs=spec.outputs["Output"],
+            worker_pool_specs=spec.outputs["worker_pool_specs"],
             service_account=r.service_account,
-            base_output_directory=f"{r.pipeline_root.rstrip('/')}/custom-jobs",
+            # this run's own folder: Vertex AI's AIP_CHECKPOINT_DIR, which trainer.task resumes from
+            base_output_directory=spec.outputs["base_output_directory"],
+            timeout=spec.outputs["timeout"],
             restart_job_on_worker_restart=True,  # a preempted worker restarts and resumes
-            strategy=r.train_scheduling,
+            strategy=spec.outputs["strategy"],
         ).set_display_name("train")
         return spec.outputs["model"], trained
 

@@ -29,9 +29,12 @@ BUILT_IN = {"PROJECT_ID": "my-proj", "SHORT_SHA": "abc1234", "TAG_NAME": "v1.0.0
 REQUIRED = {"_TRACKING_URI": "https://mlflow.example.org"}  # no default: the build needs a value
 NAME = re.compile(r"\$(?:\{(\w+)\}|(\w+))")  # $NAME or ${NAME}
 OUR_IMAGE = re.compile(
-    r"(?P<repo>[\w.${}/-]+-docker\.pkg\.dev/[\w.${}-]+/[\w${}-]+)/(?P<image>alignpipe-[a-z]+)(?::(?P<tag>[\w.${}-]+))?"
+    r"(?P<repo>[\w.${}/-]+-docker\.pkg\.dev/[\w.${}-]+/[\w${}-]+)/(?P<image>alignpipe-[a-z]+(?:-[a-z]+)?)"
+    r"(?::(?P<tag>[\w.${}-]+))?"
 )
-SCRIPT_VALUES = {"name": PIPELINE_NAME}  # what scripts assign themselves (name=$(head -n 1 ...))
+# What scripts assign themselves: name=$(head -n 1 ...), and kind=$(cat /workspace/trainer-kind),
+# the trainer image build that the default experiment's slice runs on.
+SCRIPT_VALUES = {"name": PIPELINE_NAME, "kind": "tpu"}
 
 
 def expand(text: str, values: dict[str, str]) -> str:
@@ -151,10 +154,12 @@ def test_every_alignpipe_command_is_accepted_by_the_cli():
 def test_tests_run_first_and_images_are_built_pushed_then_used():
     tests = next(s for s in STEPS if "pytest" in script(s))
     builds, pushes = docker_steps("build"), docker_steps("push")
-    assert len(builds) == len(pushes) == 2
+    assert len(builds) == 3 and len(pushes) == 4  # data, trainer, accelerator; its moving tag
     assert all(tests["id"] in waits_for(s["id"]) for s in builds)
     compile_, publish, schedule = (step_of(c) for c in ("compile", "publish", "schedule"))
-    assert {p["id"] for p in pushes} <= waits_for(compile_["id"])
+    moving = [p for p in pushes if "MOVING_TAG" in script(p)]  # the accelerator image's moving tag
+    assert {p["id"] for p in pushes if p not in moving} <= waits_for(compile_["id"])
+    assert all(publish["id"] in waits_for(p["id"]) for p in moving) and len(moving) == 1
     assert compile_["id"] in waits_for(publish["id"])
     assert schedule is STEPS[-1]
     assert waits_for(schedule["id"]) == {s["id"] for s in STEPS[:-1]}
@@ -171,8 +176,9 @@ def test_the_tests_step_runs_the_fast_tests_and_the_infra_checks():
     values = substitution_values()
     (pip,) = shell_commands(tests, values, "pip")
     assert pip[:2] == ["pip", "install"] and pip[-2:] == ["-e", ".[dev]"]
-    (pytest_,) = shell_commands(tests, values, "python")
+    pytest_, kind = shell_commands(tests, values, "python")
     assert pytest_[:3] == ["python", "-m", "pytest"]
+    assert kind[:2] == ["python", "-c"] and "trainer_image_kind" in kind[2]
     assert pytest_[pytest_.index("-m", 3) + 1] == "not large and not e2e"
     assert {"tests", "tests/infra"} & set(pytest_)
 
@@ -180,7 +186,12 @@ def test_the_tests_step_runs_the_fast_tests_and_the_infra_checks():
 def test_our_images_are_used_by_their_commit_tag():
     values = substitution_values()
     references = [m for text in strings(BUILD) for m in OUR_IMAGE.finditer(text)]
-    assert {m["image"] for m in references} == {"alignpipe-data", "alignpipe-trainer"}
+    assert {m["image"] for m in references} == {
+        "alignpipe-data",
+        "alignpipe-trainer",
+        "alignpipe-trainer-tpu",
+        "alignpipe-trainer-gpu",
+    }
     assert all(m["repo"] == "${_REGION}-docker.pkg.dev/$PROJECT_ID/${_REPO}" for m in references)
     assert "latest" not in {m["tag"] for m in references}  # the moving tag is ${_TAG}, pushed last
     # Pulled (a step's image) only by the commit tag.
@@ -189,18 +200,67 @@ def test_our_images_are_used_by_their_commit_tag():
     }
     # Built with the commit tag and the moving one; `images:` pushes those after every step.
     for build in docker_steps("build"):
+        if script(build):
+            continue  # the accelerator image: below
         args = build["args"]
         tags = [OUR_IMAGE.fullmatch(args[i + 1])["tag"] for i, flag in enumerate(args) if flag == "-t"]
         assert tags == ["$SHORT_SHA", "${_TAG}"], build["id"]
     assert {OUR_IMAGE.fullmatch(i)["tag"] for i in BUILD["images"]} == {"$SHORT_SHA", "${_TAG}"}
-    # Pushed before use: the commit tag, and the release tag on a release.
+    # Pushed before use: the commit tag, and the release tag on a release; the accelerator
+    # image's moving tag after the template was published.
     registry = f"{values['_REGION']}-docker.pkg.dev/my-proj/{values['_REPO']}"
     pushed = {
         c[2] for s in docker_steps("push") for c in shell_commands(s, values, "docker") if c[1] == "push"
     }
     assert pushed == {
-        f"{registry}/alignpipe-{kind}:{tag}" for kind in ("data", "trainer") for tag in ("abc1234", "v1.0.0")
-    }
+        f"{registry}/alignpipe-{kind}:{tag}"
+        for kind in ("data", "trainer", "trainer-tpu")
+        for tag in ("abc1234", "v1.0.0")
+    } | {f"{registry}/alignpipe-trainer-tpu:latest"}
+
+
+def test_the_accelerator_image_is_built_only_when_the_experiment_asks_for_it(tmp_path):
+    """The tests step writes the kind of trainer the experiment's slice runs on; the build step
+    builds that ACCELERATOR (nothing for cpu), and compile names the images of every kind."""
+    from components.custom_job import trainer_image_kind
+
+    values = substitution_values()
+    assert (
+        trainer_image_kind(
+            load_config(
+                "vertex", values["_EXPERIMENT"], [f"tracking.tracking_uri={REQUIRED['_TRACKING_URI']}"]
+            )
+        )
+        == "tpu"
+    )
+    (build,) = [s for s in docker_steps("build") if script(s)]
+    (command,) = [c for c in shell_commands(build, values, "docker") if c[1] == "build"]
+    assert command[command.index("--build-arg") + 1] == "ACCELERATOR=tpu"
+    assert command[command.index("-f") + 1] == "infra/docker/trainer.Dockerfile"
+    assert build["waitFor"] == ["tests"]
+    # For a CPU experiment the script stops before any docker command (a stub that would fail).
+    (tmp_path / "trainer-kind").write_text("cpu\n")
+    stub = "docker() { echo called; exit 99; }\n"
+    text = substitute(script(build), values).replace(
+        "/workspace/trainer-kind", str(tmp_path / "trainer-kind")
+    )
+    out = subprocess.run(
+        ["bash", "-c", stub + text],
+        env={"EXPERIMENT": "tiny", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    assert (out.returncode, out.stdout) == (0, "the tiny experiment trains on CPUs: no accelerator image\n")
+    cfg = load_config(
+        "vertex", "tiny", cli._overrides(parse(alignpipe_commands(values)[step_of("compile")["id"]]))
+    )
+    registry = f"{values['_REGION']}-docker.pkg.dev/my-proj/{values['_REPO']}"
+    assert (cfg.runner.trainer_tpu_image, cfg.runner.trainer_gpu_image) == (
+        f"{registry}/alignpipe-trainer-tpu:abc1234",
+        f"{registry}/alignpipe-trainer-gpu:abc1234",
+    )
+    assert build["id"] in waits_for(step_of("compile")["id"])
 
 
 def test_compile_runs_in_the_new_data_image_for_vertex_with_both_commit_images():

@@ -4,7 +4,9 @@
         --data-dir gs://BUCKET/run/filtered --model-dir gs://BUCKET/run/model
 
 `--model-dir` defaults to `$AIP_MODEL_DIR`, which Vertex AI sets for custom jobs, and
-an empty `train.checkpoint_dir` to `$AIP_CHECKPOINT_DIR` when Vertex AI sets it. On
+an empty `train.checkpoint_dir` to `$AIP_CHECKPOINT_DIR` when Vertex AI sets it (from the
+job's `base_output_directory`, which the pipeline makes one per run, so that only a
+restarted worker of the same job resumes from it: docs/training.md). On
 SIGTERM (Vertex AI's notice before it stops or preempts a worker) training saves a
 checkpoint and the task exits with status 143 (128 + SIGTERM); Vertex AI restarts a
 worker that exits non-zero, and the rerun resumes from that checkpoint.
@@ -62,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = Config.from_json(text)
         if not cfg.train.checkpoint_dir and os.environ.get("AIP_CHECKPOINT_DIR"):
             cfg = cfg.replace(train__checkpoint_dir=os.environ["AIP_CHECKPOINT_DIR"])
+            log.info("checkpoints: %s ($AIP_CHECKPOINT_DIR)", cfg.train.checkpoint_dir)
         from alignpipe.training.checkpoints import Preempted
 
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typing
 
+from alignpipe.config.accelerators import ACCELERATORS, implied_settings
 from alignpipe.config.keys import _apply, _field_type, _parse
 from alignpipe.config.presets import ENV_PRESETS, EXPERIMENT_PRESETS
 from alignpipe.config.schema import Config
@@ -35,9 +36,29 @@ def load_config(env: str = "local", experiment: str = "tiny", overrides: typing.
 
 def _presets(env: str, experiment: str) -> Config:
     """The defaults with the two presets applied (not validated: overrides may complete them)."""
-    return _apply(
-        _apply(Config(env=env, experiment=experiment), ENV_PRESETS[env]), EXPERIMENT_PRESETS[experiment]
+    return _with_implied(
+        _apply(
+            _apply(Config(env=env, experiment=experiment), ENV_PRESETS[env]), EXPERIMENT_PRESETS[experiment]
+        ),
+        explicit=set(),
     )
+
+
+def _with_implied(cfg: Config, explicit: set[str]) -> Config:
+    """`cfg` with the `train.*` settings that its custom job's accelerator implies (backend,
+    strategy: `accelerators.implied_settings`), except those in `explicit` and those the schema
+    does not have. Only where training runs as a custom job: elsewhere the accelerator is unused."""
+    if not cfg.runner.train_in_custom_job or cfg.runner.accelerator not in ACCELERATORS:
+        return cfg  # (an unknown accelerator fails validation, naming it)
+    implied = {}
+    for key, value in implied_settings(cfg.runner.accelerator).items():
+        try:
+            _field_type(cfg, key)
+        except ConfigError:
+            continue
+        if key not in explicit:
+            implied[key] = value
+    return _apply(cfg, implied)
 
 
 def _with_overrides(cfg: Config, overrides: typing.Iterable[str]) -> Config:
@@ -47,7 +68,7 @@ def _with_overrides(cfg: Config, overrides: typing.Iterable[str]) -> Config:
         if not sep:
             raise ConfigError(f"override {item!r} is not of the form key=value")
         parsed[key.strip()] = _parse(key.strip(), _field_type(cfg, key.strip()), text.strip())
-    return _apply(cfg, parsed)
+    return _with_implied(_apply(cfg, parsed), explicit=set(parsed))
 
 
 def with_run_parameters(cfg: Config, experiment: str = "", overrides: typing.Iterable[str] = ()) -> Config:

@@ -15,12 +15,12 @@ ENV_PRESETS: dict[str, dict[str, object]] = {
     },
     # Vertex AI Pipelines: Beam on Dataflow from inside the scrape and filter tasks (its options
     # from `runner.*`, `beam_pipeline_args`), a shared MLflow server (`tracking.tracking_uri`,
-    # required), every path a gs:// URI under `runner.pipeline_root`.
+    # required), every path a gs:// URI under `runner.pipeline_root`; training as a custom job on
+    # the experiment's slice (`runner.accelerator`), whose backend and strategy it implies.
     "vertex": {
         "runner.beam_args": ("--runner=DataflowRunner", "--experiments=use_runner_v2"),
         "runner.train_in_custom_job": True,
         "register.vertex_model_registry": True,
-        "train.strategy": "tpu",
     },
 }
 
@@ -30,9 +30,16 @@ EXPERIMENT_PRESETS: dict[str, dict[str, object]] = {
     # but no preset can switch them on: the blocklist and the classifier are the deployment's to
     # supply (filter.unsafe_image_blocklist, filter.nsfw_image_scorer); a paper run should set one.
     # The alt-text word list (filter.unsafe_alt_words) is COYO-700M's addition, not the paper's: off.
-    "paper": {},
+    # On Vertex AI: a TPU v5p slice of 128 chips (4x4x8, 32 VMs), 128 examples per chip, about
+    # 72 of a chip's 95 GB (docs/training.md, "The paper preset's slice").
+    "paper": {
+        "runner.accelerator": "tpu-v5p",
+        "runner.accelerator_chips": 128,
+    },
     # A CPU demo that learns in minutes on the generated mini-web (README.md).
     "tiny": {
+        "runner.accelerator": "cpu",  # on Vertex AI, one CPU VM
+        "runner.accelerator_chips": 1,
         "scrape.max_pages": 500,
         # Filters: the paper's values except where they assume web scale or 289 px crops; nothing
         # here depends on the size of one data set (docs/align.md, "Data: filtering").

@@ -39,14 +39,21 @@ class RunnerConfig:
     trainer_task_cpu: str = "8"
     trainer_task_memory: str = "32G"
     task_retries: int = 2
-    # Training as a Vertex AI custom job (`components/custom_job.py`) instead of a pipeline task:
-    # one worker of this machine; TPU v2/v3 `cloud-tpu` with TPU_V3 x 8 runs TF's TPUStrategy.
+    # Training as a Vertex AI custom job (`components/custom_job.py`) instead of a pipeline task,
+    # on `accelerator_chips` chips of `accelerator` (alignpipe/config/accelerators.py: the machine
+    # type, TPU topology and VMs of that slice, and the image of its kind below). The per-chip
+    # batch must fit a chip's memory, checked at load time (alignpipe/config/footprint.py).
     train_in_custom_job: bool = False
-    train_machine_type: str = "cloud-tpu"
-    train_accelerator_type: str = "TPU_V3"  # "" for a CPU machine
-    train_accelerator_count: int = 8
-    train_tpu_topology: str = ""  # TPU v5e / v6e machines (e.g. "2x2"); those need Keras on JAX
-    train_scheduling: str = "STANDARD"  # STANDARD | SPOT (preemptible; checkpoints resume it)
+    accelerator: str = "tpu-v5e"  # cpu | tpu-v5e | tpu-v6e | tpu-v5p | gpu-a100 | gpu-h100 | gpu-l4
+    accelerator_chips: int = 8  # chips in the slice (GPUs in the VM)
+    trainer_tpu_image: str = "alignpipe-trainer-tpu:latest"  # the custom job's image on TPUs
+    trainer_gpu_image: str = "alignpipe-trainer-gpu:latest"  # ... on GPUs (CPU: trainer_image)
+    # Seconds per step on the slice, once measured; 0 = the estimate. The job's timeout is
+    # train.steps x this x 1.5 (x 3 on the estimate) + 1 h (footprint.job_timeout_s).
+    train_step_seconds: float = 0.0
+    # STANDARD | SPOT (preemptible) | FLEX_START (waits up to 24 h for capacity, then runs up to
+    # its timeout); a preempted or restarted worker resumes from the job's checkpoints.
+    train_scheduling: str = "STANDARD"
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "model.image_encoder": ("efficientnet_scaled", "efficientnetv2_scaled")
     + tuple(f"efficientnet_b{i}" for i in range(8)),
     "train.optimizer": ("lamb", "adamw"),
-    "runner.train_scheduling": ("STANDARD", "SPOT"),
+    "runner.train_scheduling": ("STANDARD", "SPOT", "FLEX_START"),
     "train.strategy": ("default", "mirrored", "tpu"),
     "train.precision": ("auto", "float32", "mixed_bfloat16"),
 }
@@ -45,7 +45,7 @@ def validate(cfg: Config) -> Config:
         "train.temperature_lr_multiplier",
         "register.margin",
         "runner.task_retries",
-        "runner.train_accelerator_count",
+        "runner.train_step_seconds",
         "train.weight_decay",
         "train.label_smoothing",
         "scrape.min_host_delay_s",
@@ -142,6 +142,10 @@ def validate(cfg: Config) -> Config:
         cfg.tracking.auth,
         "'', 'google_id_token' or 'secret:projects/P/secrets/S/versions/V'",
     )
+    if cfg.runner.train_in_custom_job:
+        from alignpipe.config.footprint import check_slice
+
+        check_slice(cfg)
     for template in cfg.eval.prompt_templates:
         _check("{}" in template, "eval.prompt_templates", template, "a template containing {}")
     names: list[str] = []

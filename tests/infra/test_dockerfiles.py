@@ -262,21 +262,35 @@ def data_image_problems(text: str) -> list[str]:
 
 
 def trainer_image_problems(text: str) -> list[str]:
-    """No ENTRYPOINT (kfp and custom jobs give the command), unbuffered logs, and with
-    ACCELERATOR=tpu (not the default) tensorflow-tpu at pyproject's tensorflow pin."""
-    pins, _ = pyproject()
+    """No ENTRYPOINT (kfp and custom jobs give the command), unbuffered logs, ACCELERATOR=cpu by
+    default, and each accelerator build (tpu, gpu) installing pyproject's extra of that name, which
+    pins JAX with libtpu or with the CUDA 12 wheels, at one JAX version."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    extras = project.get("optional-dependencies", {})
     instructions = parse_dockerfile(text)
     problems = [] if exec_form(instructions, "ENTRYPOINT") is None else ["an ENTRYPOINT"]
     if not any(i.keyword == "ENV" and "PYTHONUNBUFFERED=1" in i.args for i in instructions):
         problems.append("no ENV PYTHONUNBUFFERED=1")
     if arg_defaults(instructions).get("ACCELERATOR") != "cpu":
         problems.append("ARG ACCELERATOR: the default is not cpu")
-    runs = [i for i in instructions if i.keyword == "RUN" and "tensorflow-tpu" in i.args]
-    if not runs or not all("$ACCELERATOR" in i.args and "tpu)" in i.args for i in runs):
-        problems.append("tensorflow-tpu: not installed in an ACCELERATOR=tpu branch")
-    tpu = requirements(text)[0].get("tensorflow-tpu")
-    if tpu != pins["tensorflow"]:
-        problems.append(f"tensorflow-tpu=={tpu}, but tensorflow=={pins['tensorflow']}")
+    runs = [i for i in instructions if i.keyword == "RUN" and "optional-dependencies" in i.args]
+    if len(runs) != 1 or "$ACCELERATOR" not in runs[0].args or "--requirement" not in runs[0].args:
+        problems.append("no RUN that installs pyproject's optional-dependencies of $ACCELERATOR")
+    elif not re.search(r"\bcpu\|tpu\|gpu\)", runs[0].args):
+        problems.append("ACCELERATOR: not every one of cpu, tpu and gpu is accepted")
+    expected = {"tpu": "jax[tpu]", "gpu": "jax[cuda12]"}
+    pins = {
+        name: [r for r in extras.get(name, []) if r.startswith(want + "==")]
+        for name, want in expected.items()
+    }
+    if not all(pins.values()):
+        problems.append(f"pyproject.toml's extras do not pin {sorted(expected.values())}: {extras}")
+    elif len({r.partition("==")[2] for found in pins.values() for r in found}) != 1:
+        problems.append(f"the tpu and gpu extras pin different JAX versions: {pins}")
+    if "tensorflow-tpu" in text:
+        problems.append(
+            "tensorflow-tpu: the TPU images run JAX (and no tensorflow-tpu matches the tensorflow pin)"
+        )
     return problems
 
 
@@ -397,8 +411,9 @@ def test_the_checks_catch_a_bad_dockerfile():
         ("data", r"BEAM_VERSION=\S+", "BEAM_VERSION=0.0.1"),
         ("data", r"USER \S+", "USER root"),
         ("data", r"ENTRYPOINT .*", ""),
-        ("trainer", r"TENSORFLOW_VERSION=\S+", "TENSORFLOW_VERSION=0.0.1"),
         ("trainer", r"ACCELERATOR=cpu", "ACCELERATOR=tpu"),
+        ("trainer", r"cpu\|tpu\|gpu\)", "cpu|tpu)"),
+        ("trainer", r"\['optional-dependencies'\]", ""),
         ("trainer", r"--no-cache-dir", ""),
         ("mlflow", r"MLFLOW_VERSION=\S+", "MLFLOW_VERSION=0.0.1"),
         ("mlflow", r"sqlalchemy==\S+", "sqlalchemy==2.1.9"),

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 
+import pytest
 import yaml
 
 from alignpipe.config import Config, load_config
+from pipelines import cli
 from pipelines.align_pipeline import compile_pipeline
 
 STAGE_TASKS = {"scrape", "filter-pairs", "train", "evaluate", "register"}
@@ -18,6 +21,51 @@ def stage_tasks(spec: dict) -> dict:
     for name in [n for n in tasks if n.startswith("condition-")]:
         tasks.update(spec["components"][tasks.pop(name)["componentRef"]["name"]]["dag"]["tasks"])
     return tasks
+
+
+INPUT_PLACEHOLDER = re.compile(r"\{\{\$\.inputs\.parameters\['(\w+)'\]\}\}")
+
+
+def custom_job_request(spec: dict, training_job_outputs: dict) -> dict:
+    """The CustomJob that the template's `custom-training-job` task asks Vertex AI for: the
+    launcher's `--payload` with each input placeholder filled as the pipeline fills it (task
+    constants, the `training-job` task's outputs, the component's defaults)."""
+    task = stage_tasks(spec)["custom-training-job"]
+    component = spec["components"][task["componentRef"]["name"]]
+    values = {name: p.get("defaultValue") for name, p in component["inputDefinitions"]["parameters"].items()}
+    for name, given in task["inputs"]["parameters"].items():
+        if "runtimeValue" in given:
+            values[name] = given["runtimeValue"]["constant"]
+        else:
+            assert given["taskOutputParameter"]["producerTask"] == "training-job", name
+            values[name] = training_job_outputs[given["taskOutputParameter"]["outputParameterKey"]]
+    args = spec["deploymentSpec"]["executors"][component["executorLabel"]]["container"]["args"]
+    payload = args[args.index("--payload") + 1]
+    return json.loads(
+        INPUT_PLACEHOLDER.sub(
+            lambda m: values[m[1]] if isinstance(values[m[1]], str) else json.dumps(values[m[1]]), payload
+        )
+    )
+
+
+def specify_custom_job(spec: dict, pairs: str, model_uri: str, job: str = "align-1") -> dict:
+    """Runs the template's `training-job` task (its function, on the template's default run
+    parameters) and returns the CustomJob request it makes of Vertex AI."""
+    from kfp import dsl
+
+    from components.ops import training_job
+    from components.parameters import run_config
+
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    config_json = run_config(**{name: p["defaultValue"] for name, p in parameters.items()}).to_json()
+    outputs = training_job(
+        config_json=config_json,
+        pipeline_job=job,
+        pairs=dsl.Dataset(uri=pairs),
+        model=dsl.Model(uri=model_uri),
+    )
+    names = training_job.__annotations__["return"]._fields  # the task's outputs, in order
+    return custom_job_request(spec, dict(zip(names, outputs, strict=True)))
 
 
 def _compiled(tmp_path, overrides=()):
@@ -121,9 +169,7 @@ def test_vertex_template_sizes_every_task_and_has_no_local_store(tmp_path):
     assert default.runner.beam_args[0] == "--runner=DataflowRunner" and default.train.strategy == "tpu"
 
 
-def test_vertex_trains_in_a_tpu_custom_job(tmp_path):
-    from components.custom_job import worker_pool_specs
-
+def test_vertex_trains_in_a_custom_job(tmp_path):
     cfg = load_config(
         "vertex", "paper", VERTEX + ["runner.service_account=sa@my-project.iam.gserviceaccount.com"]
     )
@@ -140,12 +186,13 @@ def test_vertex_trains_in_a_tpu_custom_job(tmp_path):
         "project": "my-project",
         "location": "us-central1",
         "service_account": "sa@my-project.iam.gserviceaccount.com",
-        "base_output_directory": "gs://bucket/root/custom-jobs",
         "restart_job_on_worker_restart": True,
-        "strategy": "STANDARD",
     }
-    pool = job["inputs"]["parameters"]["worker_pool_specs"]["taskOutputParameter"]
-    assert pool == {"outputParameterKey": "Output", "producerTask": "training-job"}
+    # The worker pool, an output folder of the run's own (its AIP_CHECKPOINT_DIR), the timeout and
+    # the scheduling strategy come from the task that specifies the job, from the run's config.
+    for name in ("worker_pool_specs", "base_output_directory", "timeout", "strategy"):
+        given = job["inputs"]["parameters"][name]["taskOutputParameter"]
+        assert given == {"outputParameterKey": name, "producerTask": "training-job"}
     # The job fills the model artifact of the task that specified it; evaluate waits for the job.
     model = {"taskOutputArtifact": {"outputArtifactKey": "model", "producerTask": "training-job"}}
     assert (
@@ -154,39 +201,150 @@ def test_vertex_trains_in_a_tpu_custom_job(tmp_path):
         == tasks["register"]["inputs"]["artifacts"]["model"]
     )
     assert "custom-training-job" in tasks["evaluate"]["dependentTasks"]
-    assert worker_pool_specs(cfg, "{}", "/gcs/bucket/root/pairs", "/gcs/bucket/root/model", "align-1") == [
-        {
-            "machine_spec": {
-                "machine_type": "cloud-tpu",
-                "accelerator_type": "TPU_V3",
+    request = specify_custom_job(
+        spec, "/gcs/bucket/root/pairs", "gs://bucket/root/1/align-1/training-job_2/model"
+    )
+    assert request["job_spec"]["base_output_directory"] == {
+        "output_uri_prefix": "gs://bucket/root/1/align-1/training-job_2/custom-job"
+    }
+    [pool] = request["job_spec"]["worker_pool_specs"]
+    assert pool["container_spec"]["command"] == ["python", "-m", "trainer.task"]
+    assert pool["container_spec"]["args"] == [
+        "--config-json",
+        cfg.to_json(),
+        "--data-dir",
+        "/gcs/bucket/root/pairs",
+        "--model-dir",
+        "/gcs/bucket/root/1/align-1/training-job_2/model",
+        "--pipeline-job",
+        "align-1",
+    ]
+
+
+IMAGES = {
+    "runner.trainer_image": "us-docker.pkg.dev/p/r/alignpipe-trainer:abc123",
+    "runner.trainer_tpu_image": "us-docker.pkg.dev/p/r/alignpipe-trainer-tpu:abc123",
+    "runner.trainer_gpu_image": "us-docker.pkg.dev/p/r/alignpipe-trainer-gpu:abc123",
+}
+
+
+@pytest.mark.parametrize(
+    ("accelerator", "chips", "machine", "replicas", "image"),
+    [
+        ("cpu", 1, {"machine_type": "n2-standard-32"}, 1, "runner.trainer_image"),
+        (
+            "tpu-v5e",
+            1,
+            {"machine_type": "ct5lp-hightpu-1t", "tpu_topology": "1x1"},
+            1,
+            "runner.trainer_tpu_image",
+        ),
+        (
+            "tpu-v5e",
+            8,
+            {"machine_type": "ct5lp-hightpu-8t", "tpu_topology": "2x4"},
+            1,
+            "runner.trainer_tpu_image",
+        ),
+        (
+            "tpu-v5e",
+            64,
+            {"machine_type": "ct5lp-hightpu-4t", "tpu_topology": "8x8"},
+            16,
+            "runner.trainer_tpu_image",
+        ),
+        (
+            "tpu-v6e",
+            4,
+            {"machine_type": "ct6e-standard-4t", "tpu_topology": "2x2"},
+            1,
+            "runner.trainer_tpu_image",
+        ),
+        (
+            "tpu-v6e",
+            16,
+            {"machine_type": "ct6e-standard-4t", "tpu_topology": "4x4"},
+            4,
+            "runner.trainer_tpu_image",
+        ),
+        (
+            "tpu-v5p",
+            8,
+            {"machine_type": "ct5p-hightpu-4t", "tpu_topology": "2x2x2"},
+            2,
+            "runner.trainer_tpu_image",
+        ),
+        (
+            "gpu-a100",
+            8,
+            {
+                "machine_type": "a2-highgpu-8g",
+                "accelerator_type": "NVIDIA_TESLA_A100",
                 "accelerator_count": 8,
             },
-            "replica_count": 1,
-            "container_spec": {
-                "image_uri": "us-docker.pkg.dev/p/r/alignpipe-trainer:abc123",
-                "command": ["python", "-m", "trainer.task"],
-                "args": [
-                    "--config-json",
-                    "{}",
-                    "--data-dir",
-                    "/gcs/bucket/root/pairs",
-                    "--model-dir",
-                    "/gcs/bucket/root/model",
-                    "--pipeline-job",
-                    "align-1",
-                ],
-            },
-        }
+            1,
+            "runner.trainer_gpu_image",
+        ),
+        (
+            "gpu-h100",
+            8,
+            {"machine_type": "a3-highgpu-8g", "accelerator_type": "NVIDIA_H100_80GB", "accelerator_count": 8},
+            1,
+            "runner.trainer_gpu_image",
+        ),
+        (
+            "gpu-l4",
+            1,
+            {"machine_type": "g2-standard-8", "accelerator_type": "NVIDIA_L4", "accelerator_count": 1},
+            1,
+            "runner.trainer_gpu_image",
+        ),
+    ],
+)
+def test_each_accelerator_compiles_to_its_custom_job(tmp_path, accelerator, chips, machine, replicas, image):
+    """`alignpipe compile --env vertex --set runner.accelerator=X`: the custom job that a run of the
+    template asks for has the slice's machine, topology, VMs, image, timeout and scheduling."""
+    out = tmp_path / "align.yaml"
+    sets = [f"{k}={v}" for k, v in IMAGES.items()] + [
+        f"runner.accelerator={accelerator}",
+        f"runner.accelerator_chips={chips}",
+        "runner.train_step_seconds=0.5",
+        "runner.train_scheduling=SPOT",
+        "runner.gcp_project=my-project",
+        "runner.pipeline_root=gs://bucket/root",
     ]
-    v5e = cfg.replace(
-        runner__train_machine_type="ct5lp-hightpu-4t",
-        runner__train_accelerator_type="",
-        runner__train_tpu_topology="2x2",
+    argv = ["compile", "--env=vertex", "--experiment=tiny", "--tracking-uri=https://mlflow.example.org"]
+    assert cli.main(argv + [f"--set={s}" for s in sets] + [f"--out={out}"]) == 0
+    request = specify_custom_job(yaml.safe_load(out.read_text()), "/gcs/b/pairs", "gs://b/r/1/a/t_1/model")
+    [pool] = request["job_spec"]["worker_pool_specs"]
+    assert pool["machine_spec"] == machine
+    assert pool["replica_count"] == replicas
+    assert pool["container_spec"]["image_uri"] == IMAGES[image]
+    # 700 steps (the tiny preset) x 0.5 s x 1.5, plus an hour to start
+    assert request["job_spec"]["scheduling"]["timeout"] == f"{700 * 0.5 * 1.5 + 3600:.0f}s"
+    assert request["job_spec"]["scheduling"]["strategy"] == "SPOT"
+    run = Config.from_json(pool["container_spec"]["args"][1])
+    assert run.train.strategy == {"cpu": "default", "tpu": "tpu", "gpu": "mirrored"}[accelerator[:3]]
+
+
+def test_a_slice_whose_chips_cannot_hold_their_share_of_the_batch_fails_to_compile(tmp_path):
+    from tests.pipelines.conftest import run_cli
+    from tests.pipelines.test_cli_errors import _one_clear_error
+
+    # The paper's 16,384 examples over 256 TPU v5e chips: 64 per 16 GB chip.
+    proc = run_cli(
+        "compile",
+        "--env=vertex",
+        "--experiment=paper",
+        "--tracking-uri=https://mlflow.example.org",
+        "--set=runner.accelerator=tpu-v5e",
+        "--set=runner.accelerator_chips=256",
+        f"--out={tmp_path / 'align.yaml'}",
     )
-    assert worker_pool_specs(v5e, "{}", "d", "m", "j")[0]["machine_spec"] == {
-        "machine_type": "ct5lp-hightpu-4t",
-        "tpu_topology": "2x2",
-    }
+    _one_clear_error(
+        proc, "runner.accelerator_chips=256", "64 examples per chip", "14.4 GB usable", "tpu-v5e"
+    )
+    assert not (tmp_path / "align.yaml").exists()
 
 
 def test_each_run_chooses_its_inputs_sets_and_preset(tmp_path):
