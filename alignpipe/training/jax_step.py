@@ -102,8 +102,13 @@ class DataParallelStep:
         """The Keras variables' current values, copied (`run` donates its state) and replicated."""
 
         groups = self.variable_groups()
-        state = TrainState(**{name: [np.array(v.value) for v in groups[name]] for name in groups})
-        return jax.device_put(state, self.replicated)
+        return TrainState(**{name: [self._replicate(v.value) for v in groups[name]] for name in groups})
+
+    def _replicate(self, value) -> jax.Array:
+        # From the host copy that every process holds (the same seed built the same model):
+        # unlike `jax.device_put`, no program runs to check it against the other processes.
+        host = np.array(value)
+        return jax.make_array_from_callback(host.shape, self.replicated, lambda index: host[index])
 
     def variable_groups(self) -> dict[str, list]:
         """The Keras variables that each `TrainState` field mirrors, by field name."""
