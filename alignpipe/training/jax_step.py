@@ -20,7 +20,7 @@ Example:
 ```python
 step = DataParallelStep(model, optimizers, ContrastiveLoss(0.1), batch_mesh())
 state = step.initial_state()
-state, losses = step.run(state, step.shard(stacked_batches))   # losses: [k]
+state, losses, _ = step.run(state, step.shard(stacked_batches))   # losses: [k]
 step.write_back(state)   # into the Keras variables, e.g. before model.save
 ```
 """
@@ -84,12 +84,13 @@ class DataParallelStep:
         self.model, self.optimizers, self.loss_fn, self.mesh = model, optimizers, loss_fn, mesh
         self.replicated = NamedSharding(mesh, PartitionSpec())
         self.stacked_batch = NamedSharding(mesh, PartitionSpec(None, BATCH_AXIS))
+        self.per_device = NamedSharding(mesh, PartitionSpec(BATCH_AXIS))
         trainable = model.trainable_variables
         self._temperature_index = next(i for i, v in enumerate(trainable) if v is model.temperature_parameter)
         self._run = jax.jit(
             self._scan_steps,
-            in_shardings=(self.replicated, self.stacked_batch),
-            out_shardings=(self.replicated, self.replicated),
+            in_shardings=(self.replicated, self.stacked_batch, self.per_device),
+            out_shardings=(self.replicated, self.replicated, self.replicated),
             donate_argnums=0,
         )
         self._gradients = jax.jit(
@@ -147,10 +148,36 @@ class DataParallelStep:
             for key, value in batches.items()
         }
 
-    def run(self, state: TrainState, batches: dict[str, jax.Array]) -> tuple[TrainState, jax.Array]:
-        """Runs one step per leading index of `batches` (from `shard`); returns the new state
-        (the old one is donated: do not reuse it) and each step's global loss `[k]`."""
-        return self._run(state, batches)
+    def run(
+        self, state: TrainState, batches: dict[str, jax.Array], host_values: tuple[int, ...] = (0,)
+    ) -> tuple[TrainState, jax.Array, list[list[int]]]:
+        """Runs one step per leading index of `batches` (from `shard`).
+
+        Args:
+            state: the state (donated: do not reuse it).
+            batches: from `shard`.
+            host_values: this process's small integers (int32) for every process to see,
+                e.g. its input-stream position. The step's own collectives gather them: a
+                separate collective would open another communicator, whose setup times out
+                when one process reaches it much later than the others (gloo on CPUs: 30 s).
+
+        Returns:
+            The new state, each step's global loss `[k]`, and every process's `host_values`
+            in process order (read after the step: the call waits for it when several
+            processes run).
+        """
+        local = np.tile(np.asarray(host_values, np.int32), (len(self.mesh.local_devices), 1))
+        shape = (self.mesh.size, local.shape[1])
+        values = jax.make_array_from_process_local_data(self.per_device, local, shape)
+        state, losses, gathered = self._run(state, batches, values)
+        if jax.process_count() == 1:
+            return state, losses, [list(host_values)]
+        rows = np.asarray(gathered.addressable_data(0))
+        by_process = {
+            device.process_index: row.tolist()
+            for device, row in zip(self.mesh.devices.flat, rows, strict=True)
+        }
+        return state, losses, [by_process[p] for p in sorted(by_process)]
 
     def loss_and_gradients(self, state: TrainState, batch: dict[str, np.ndarray]) -> tuple:
         """The global batch's loss and the gradients of `state.trainable` (for tests)."""
@@ -187,8 +214,9 @@ class DataParallelStep:
         trainable = list(weights[:t]) + [theta] + list(weights[t:])
         return TrainState(trainable, list(non_trainable), weights_optimizer, temperature_optimizer), loss
 
-    def _scan_steps(self, state: TrainState, batches: dict) -> tuple[TrainState, jax.Array]:
-        return jax.lax.scan(self._one_step, state, batches)
+    def _scan_steps(self, state: TrainState, batches: dict, host_values: jax.Array) -> tuple:
+        state, losses = jax.lax.scan(self._one_step, state, batches)
+        return state, losses, host_values  # replicated on the way out: all-gathered
 
 
 def _local_copy(value: jax.Array) -> np.ndarray:

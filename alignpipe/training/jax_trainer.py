@@ -37,7 +37,14 @@ from alignpipe.model.dual_encoder import build_dual_encoder
 from alignpipe.model.export import SAVED_MODEL_DIR
 from alignpipe.training import trainer
 from alignpipe.training.checkpoints import StopRequest, checkpoint_dir, stop_on_sigterm
-from alignpipe.training.input import STREAM_POSITION, check_enough_pairs, pair_files, pairs_in, train_dataset
+from alignpipe.training.input import (
+    EPOCH_STRIDE,
+    STREAM_POSITION,
+    check_enough_pairs,
+    pair_files,
+    pairs_in,
+    train_dataset,
+)
 from alignpipe.training.jax_checkpoints import JaxCheckpoints
 from alignpipe.training.jax_step import DataParallelStep, batch_mesh
 from alignpipe.training.optimizer import make_optimizers
@@ -123,20 +130,24 @@ def train_on_jax(
         process_index=index,
     ).as_numpy_iterator()
 
-    def run_steps(count: int, stop: StopRequest) -> tuple:
+    def run_steps(count: int, signalled: StopRequest, agreed: StopRequest) -> tuple:
         host = [next(batches) for _ in range(count)]
         position = max(int(batch.pop(STREAM_POSITION).max()) for batch in host) + 1
         stacked = {key: np.stack([batch[key] for batch in host]) for key in host[0]}
-        holder["state"], losses = step.run(holder["state"], step.shard(stacked))
-        positions, stops = _across_processes(position, stop.requested)
-        stop.requested = stops
+        epoch, index = divmod(position, EPOCH_STRIDE)  # int32s: the index in 16-bit halves
+        mine = (epoch, index >> 16, index & 0xFFFF, int(signalled.requested))
+        holder["state"], losses, everyone = step.run(holder["state"], step.shard(stacked), mine)
+        positions = [e * EPOCH_STRIDE + (high << 16) + low for e, high, low, _ in everyone]
+        # The loop stops on `agreed`: every process after the same step (a save synchronises them).
+        agreed.requested = any(stop for *_, stop in everyone)
         return losses.addressable_data(0), positions
 
     loop = trainer._TrainLoop(
         cfg, model, optimizers, checkpoints, tokenizer, resume, lambda: step.temperature(holder["state"])
     )
-    with stop_on_sigterm() as stop:
-        history = loop.run(lambda count: run_steps(count, stop), on_log, stop)
+    agreed = StopRequest()
+    with stop_on_sigterm() as signalled:
+        history = loop.run(lambda count: run_steps(count, signalled, agreed), on_log, agreed)
     step.write_back(holder["state"])
     if index == 0:
         trainer._write_model_dir(cfg, model, tokenizer, history, model_dir, saved_model=False)
@@ -154,15 +165,6 @@ def train_on_jax(
         model_dir=model_dir,
         resumed_from_step=resume.step,
     )
-
-
-def _across_processes(position: int, stop: bool) -> tuple[list[int], bool]:
-    """Every process's stream position, and whether any process got SIGTERM (all stop together:
-    a save synchronises every process)."""
-    if jax.process_count() == 1:
-        return [position], stop
-    gathered = multihost_utils.process_allgather(np.asarray([position, int(stop)], np.int64))
-    return [int(p) for p in gathered[:, 0]], bool(gathered[:, 1].any())
 
 
 def export_in_tensorflow(model_dir: str) -> None:

@@ -55,7 +55,7 @@ def main() -> dict:
     results = {}
     for name, step in steps.items():
         loss, gradients = step.loss_and_gradients(step.initial_state(), first)
-        state, losses = step.run(step.initial_state(), step.shard(batches))
+        state, losses, _ = step.run(step.initial_state(), step.shard(batches))
         results[name] = {
             "loss": np.asarray(loss),
             "gradients": [np.asarray(g) for g in gradients],
