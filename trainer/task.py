@@ -10,10 +10,15 @@ restarted worker of the same job resumes from it: docs/training.md). On
 SIGTERM (Vertex AI's notice before it stops or preempts a worker) training saves a
 checkpoint and the task exits with status 143 (128 + SIGTERM); Vertex AI restarts a
 worker that exits non-zero, and the rerun resumes from that checkpoint.
-The strategy (`train.strategy`: default, mirrored, tpu) comes from the config, so
-the same code trains on a laptop and on a TPU VM. Metrics go to the job's log and, with
-`--pipeline-job` (the pipeline's custom-job step, `components/custom_job.py`), to that
-pipeline run's MLflow train stage, as the kfp train component logs them.
+The backend (`train.backend`: tensorflow, jax) and, on TensorFlow, the strategy
+(`train.strategy`: default, mirrored, tpu) come from the config, so the same code
+trains on a laptop, a GPU VM and a TPU slice; `KERAS_BACKEND` is set from the config
+before Keras is imported. A multi-process JAX run (a multi-host TPU slice, several GPU
+VMs) joins its processes with `jax.distributed.initialize` when `JAX_COORDINATOR_ADDRESS`
+(`host:port` of process 0), `JAX_NUM_PROCESSES` and `JAX_PROCESS_ID` are set.
+Metrics go to the job's log and, with `--pipeline-job` (the pipeline's custom-job step,
+`components/custom_job.py`), to that pipeline run's MLflow train stage, as the kfp train
+component logs them.
 """
 
 from __future__ import annotations
@@ -65,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         if not cfg.train.checkpoint_dir and os.environ.get("AIP_CHECKPOINT_DIR"):
             cfg = cfg.replace(train__checkpoint_dir=os.environ["AIP_CHECKPOINT_DIR"])
             log.info("checkpoints: %s ($AIP_CHECKPOINT_DIR)", cfg.train.checkpoint_dir)
+        _start_backend(cfg.train.backend)
         from alignpipe.training.checkpoints import Preempted
 
         try:
@@ -79,6 +85,23 @@ def main(argv: list[str] | None = None) -> int:
         "trained %d steps on %d pairs; model in %s", summary["train_steps"], summary["num_pairs"], model_dir
     )
     return 0
+
+
+def _start_backend(backend: str) -> None:
+    """Keras on `backend`; on JAX, the processes of a multi-process run joined."""
+    from alignpipe.training.backend import select_keras_backend
+
+    select_keras_backend(backend)
+    if backend != "jax":
+        return
+    from alignpipe.training.jax_trainer import initialize_processes
+
+    if os.environ.get("JAX_COORDINATOR_ADDRESS"):
+        initialize_processes(
+            os.environ["JAX_COORDINATOR_ADDRESS"],
+            int(os.environ["JAX_NUM_PROCESSES"]),
+            int(os.environ["JAX_PROCESS_ID"]),
+        )
 
 
 def _train(cfg: Config, data_dir: str, model_dir: str, pipeline_job: str) -> dict:

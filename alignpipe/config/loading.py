@@ -46,18 +46,11 @@ def _presets(env: str, experiment: str) -> Config:
 
 def _with_implied(cfg: Config, explicit: set[str]) -> Config:
     """`cfg` with the `train.*` settings that its custom job's accelerator implies (backend,
-    strategy: `accelerators.implied_settings`), except those in `explicit` and those the schema
-    does not have. Only where training runs as a custom job: elsewhere the accelerator is unused."""
+    strategy: `accelerators.implied_settings`), except those in `explicit`. Only where training
+    runs as a custom job: elsewhere the accelerator is unused."""
     if not cfg.runner.train_in_custom_job or cfg.runner.accelerator not in ACCELERATORS:
         return cfg  # (an unknown accelerator fails validation, naming it)
-    implied = {}
-    for key, value in implied_settings(cfg.runner.accelerator).items():
-        try:
-            _field_type(cfg, key)
-        except ConfigError:
-            continue
-        if key not in explicit:
-            implied[key] = value
+    implied = {k: v for k, v in implied_settings(cfg.runner.accelerator).items() if k not in explicit}
     return _apply(cfg, implied)
 
 

@@ -182,7 +182,11 @@ class TrainConfig:
     temperature_lr_multiplier: float = 1.0
     label_smoothing: float = 0.1
     random_flip: bool = True
-    strategy: str = "default"  # default | mirrored | tpu
+    # tensorflow (tf.distribute, train.strategy) | jax (one SPMD program over every device of every
+    # process: TPU v5e/v6e/v5p slices, GPUs; docs/training.md). TensorFlow stays the CPU default: on
+    # CPU the JAX step was about 12x slower.
+    backend: str = "tensorflow"
+    strategy: str = "default"  # default | mirrored | tpu (train.backend=tensorflow only)
     precision: str = "auto"  # auto (bfloat16 on TPUs and GPUs >= sm80) | float32 | mixed_bfloat16
     steps_per_execution: int = 1  # steps per compiled call: more keeps a TPU busy between calls
     shuffle_buffer: int = 10_000

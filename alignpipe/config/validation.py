@@ -23,6 +23,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     + tuple(f"efficientnet_b{i}" for i in range(8)),
     "train.optimizer": ("lamb", "adamw"),
     "runner.train_scheduling": ("STANDARD", "SPOT", "FLEX_START"),
+    "train.backend": ("tensorflow", "jax"),
     "train.strategy": ("default", "mirrored", "tpu"),
     "train.precision": ("auto", "float32", "mixed_bfloat16"),
 }

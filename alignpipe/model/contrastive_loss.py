@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import keras
 import tensorflow as tf
+from keras import ops
 
 
 class ContrastiveLoss:
@@ -29,6 +31,11 @@ class ContrastiveLoss:
     concatenated batch. Optimisers that all-reduce gradients by SUM (Keras on
     `tf.distribute`) then apply the single-device gradient.
 
+    On the JAX backend there is no replica context: the step is one SPMD program over
+    the global batch, sharded by `jax.jit` (`alignpipe.training.jax_step`), so the
+    `[global_batch, global_batch]` logits are computed as on one device and XLA inserts
+    the all-gathers itself. The maths is in `keras.ops` and runs on either backend.
+
     Args:
         label_smoothing: in [0, 1).
 
@@ -53,31 +60,35 @@ class ContrastiveLoss:
             raise ValueError(f"label_smoothing={label_smoothing} must be in [0, 1)")
         self.label_smoothing = label_smoothing
 
-    def __call__(self, image_embeddings, text_embeddings, temperature) -> tf.Tensor:
-        image_embeddings = tf.cast(image_embeddings, tf.float32)
-        text_embeddings = tf.cast(text_embeddings, tf.float32)
+    def __call__(self, image_embeddings, text_embeddings, temperature):
+        image_embeddings = ops.cast(image_embeddings, "float32")
+        text_embeddings = ops.cast(text_embeddings, "float32")
         all_images, all_texts, first_row = _gather_global_batch(image_embeddings, text_embeddings)
-        local_batch = tf.shape(image_embeddings)[0]
-        global_batch = tf.shape(all_images)[0]
-        labels = first_row + tf.range(local_batch)
-        inverse_temperature = 1.0 / tf.cast(temperature, tf.float32)
-        image_to_text = tf.matmul(image_embeddings, all_texts, transpose_b=True) * inverse_temperature
-        text_to_image = tf.matmul(text_embeddings, all_images, transpose_b=True) * inverse_temperature
-        total = self._smoothed_cross_entropy(image_to_text, labels, global_batch)
-        total += self._smoothed_cross_entropy(text_to_image, labels, global_batch)
-        return total / tf.cast(global_batch, tf.float32)
+        local_batch = ops.shape(image_embeddings)[0]
+        labels = first_row + ops.arange(local_batch, dtype="int32")
+        inverse_temperature = 1.0 / ops.cast(temperature, "float32")
+        image_to_text = ops.matmul(image_embeddings, ops.transpose(all_texts)) * inverse_temperature
+        text_to_image = ops.matmul(text_embeddings, ops.transpose(all_images)) * inverse_temperature
+        total = self._smoothed_cross_entropy(image_to_text, labels)
+        total += self._smoothed_cross_entropy(text_to_image, labels)
+        return total / ops.cast(ops.shape(all_images)[0], "float32")
 
-    def _smoothed_cross_entropy(self, logits, labels, num_classes) -> tf.Tensor:
+    def _smoothed_cross_entropy(self, logits, labels):
         """Sum over rows of cross-entropy against smoothed one-hot targets.
+
+        With targets `(1 - s) * one_hot + s / N`, the cross-entropy of a row is
+        `-(1 - s) * log_p[label] - s / N * sum(log_p)`: no `[rows, N]` one-hot is built.
 
         Args:
             logits: `[rows, num_classes]`.
             labels: int32 `[rows]`, the positive column of each row.
-            num_classes: int32 scalar.
         """
-        targets = tf.one_hot(labels, num_classes) * (1.0 - self.label_smoothing)
-        targets += self.label_smoothing / tf.cast(num_classes, tf.float32)
-        return -tf.reduce_sum(targets * tf.nn.log_softmax(logits, axis=-1))
+        log_probabilities = ops.log_softmax(logits, axis=-1)
+        positives = ops.take_along_axis(log_probabilities, ops.expand_dims(labels, -1), axis=-1)
+        num_classes = ops.cast(ops.shape(logits)[-1], "float32")
+        return -(1.0 - self.label_smoothing) * ops.sum(positives) - (
+            self.label_smoothing / num_classes
+        ) * ops.sum(log_probabilities)
 
     def get_config(self) -> dict:
         return {"label_smoothing": self.label_smoothing}
@@ -85,6 +96,8 @@ class ContrastiveLoss:
 
 def _gather_global_batch(image_embeddings, text_embeddings):
     """All replicas' embeddings `[global_batch, dim]` and this replica's first global row."""
+    if keras.backend.backend() != "tensorflow":
+        return image_embeddings, text_embeddings, 0
     context = tf.distribute.get_replica_context()
     if context is None or context.num_replicas_in_sync == 1:
         return image_embeddings, text_embeddings, tf.constant(0, tf.int32)

@@ -85,11 +85,17 @@ class AlignEncoder:
             raise InputError(f"{paths[MODEL_FILE]} holds a {type(model).__name__}, not a DualEncoder")
         return cls(model, tokenizer, config)
 
-    def save(self, model_dir: str) -> None:
+    def save(self, model_dir: str, saved_model: bool = True) -> None:
         """Writes `model.keras`, `vocab.txt`, `model_config.json` and `saved_model/` into `model_dir`.
 
         A model folder always computes in float32, as `load` reads it: a model trained
         in mixed precision (float32 weights) is exported from its float32 reload.
+
+        Args:
+            model_dir: a local folder or URI.
+            saved_model: False leaves out `saved_model/` (it needs Keras on TensorFlow; the
+                JAX trainer writes it from `model.keras` in a TensorFlow process,
+                `python -m alignpipe.model.export`).
         """
         fs.makedirs(model_dir)
         with tempfile.TemporaryDirectory() as tmp:
@@ -97,12 +103,14 @@ class AlignEncoder:
             self.model.save(local)
             with open(local, "rb") as f:
                 fs.write_bytes(fs.join(model_dir, MODEL_FILE), f.read())
+            self.tokenizer.save(fs.join(model_dir, VOCAB_FILE))
+            fs.write_text(fs.join(model_dir, CONFIG_FILE), self.config.to_json())
+            if not saved_model:
+                return
             exported = self
             if self.model.compute_dtype != "float32":
                 reloaded = keras.saving.load_model(local, compile=False)
                 exported = AlignEncoder(reloaded, self.tokenizer, self.config)
-            self.tokenizer.save(fs.join(model_dir, VOCAB_FILE))
-            fs.write_text(fs.join(model_dir, CONFIG_FILE), self.config.to_json())
             export_saved_model(exported, fs.join(model_dir, SAVED_MODEL_DIR))
 
     def embed_images(self, images: list[bytes] | np.ndarray, batch_size: int = 256) -> np.ndarray:

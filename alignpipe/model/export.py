@@ -17,9 +17,15 @@ images = model.signatures["embed_image"](images=tf.constant([open("cat.jpg", "rb
 texts = model.signatures["embed_text"](texts=tf.constant(["a cat"]))
 similarity = images["embeddings"] @ tf.transpose(texts["embeddings"])
 ```
+
+A model folder trained on the JAX backend gets its SavedModel from a TensorFlow process:
+
+    KERAS_BACKEND=tensorflow python -m alignpipe.model.export MODEL_DIR
 """
 
 from __future__ import annotations
+
+import sys
 
 import keras
 import tensorflow as tf
@@ -61,3 +67,20 @@ def export_saved_model(encoder, path: str) -> None:
     archive.add_endpoint(IMAGE_SIGNATURE, embed_image, [tf.TensorSpec([None], tf.string, name="images")])
     archive.add_endpoint(TEXT_SIGNATURE, embed_text, [tf.TensorSpec([None], tf.string, name="texts")])
     archive.write_out(path, verbose=False)
+
+
+def main(argv: list[str]) -> int:
+    """Writes `MODEL_DIR/saved_model` from `MODEL_DIR/model.keras` (Keras on TensorFlow)."""
+    from alignpipe import fs
+    from alignpipe.model.encoder import AlignEncoder
+
+    if keras.backend.backend() != "tensorflow":
+        print("alignpipe.model.export: error: needs KERAS_BACKEND=tensorflow", file=sys.stderr)
+        return 2
+    (model_dir,) = argv
+    export_saved_model(AlignEncoder.load(model_dir), fs.join(model_dir, SAVED_MODEL_DIR))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

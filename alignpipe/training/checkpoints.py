@@ -60,6 +60,8 @@ from alignpipe.training.optimizer import Optimizers
 log = logging.getLogger("alignpipe")
 
 CONFIG_FILE = "config.json"
+# The index of the JAX backend's checkpoints (`alignpipe.training.jax_checkpoints`).
+JAX_INDEX_FILE = "checkpoint.json"
 
 # Keys that may differ between a checkpoint's run and the run that resumes it: they
 # change how often things are logged or saved, or where, or on which devices and in which
@@ -236,7 +238,7 @@ def saved_tokenizer(directory: str, cfg: Config) -> AlignTokenizer | None:
             configuration (keys other than `RESUMABLE_CHANGES`).
         InputError: there are checkpoints but no `vocab.txt` or `config.json` beside them.
     """
-    if tf.train.latest_checkpoint(directory) is None:
+    if tf.train.latest_checkpoint(directory) is None and not fs.exists(fs.join(directory, JAX_INDEX_FILE)):
         return None
     paths = {name: fs.join(directory, name) for name in (VOCAB_FILE, CONFIG_FILE)}
     for name, path in paths.items():

@@ -104,6 +104,8 @@ def train_dataset(
     train: TrainConfig,
     batch_size: int,
     start_position: int = 0,
+    num_processes: int = 1,
+    process_index: int = 0,
 ) -> tf.data.Dataset:
     """Endless shuffled batches for training, the same for the same seed, from any position.
 
@@ -129,6 +131,10 @@ def train_dataset(
         train: `shuffle_buffer`, `random_flip`, `seed`.
         batch_size: examples per batch (the global batch, or a replica's share).
         start_position: where to start, a `STREAM_POSITION` (0: the beginning).
+        num_processes: the hosts that share the stream (JAX multi-host training): each
+            reads every record but decodes only those whose index in the epoch is
+            `process_index` modulo `num_processes`, so its own stream position resumes it.
+        process_index: this host's index.
 
     Returns:
         Dataset of dicts: `images` float32 `[batch_size, image_size, image_size, 3]`
@@ -156,7 +162,13 @@ def train_dataset(
         tf.compat.v1.get_default_graph().seed = None
         records = records.shuffle(train.shuffle_buffer, seed=buffer_seed[0])
         records = records.enumerate().map(lambda index, record: (record, epoch * EPOCH_STRIDE + index))
-        return records.skip(tf.where(epoch == start_epoch, tf.constant(start_index, tf.int64), 0))
+        first = tf.where(epoch == start_epoch, tf.constant(start_index, tf.int64), 0)
+        if num_processes == 1:
+            return records.skip(first)
+        return records.filter(
+            lambda record, position: (position - epoch * EPOCH_STRIDE >= first)
+            & (position % EPOCH_STRIDE % num_processes == process_index)
+        )
 
     def decode(record: tf.Tensor, position: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         pair = tf.io.parse_single_example(record, _PAIR_FEATURES)

@@ -16,6 +16,8 @@ Checkpoints go to `train.checkpoint_dir` (by default beside the model folder), e
 the same folder resumes from the latest and ends with the same weights and history as
 an uninterrupted run (`alignpipe.training.checkpoints`). A rerun of a finished run
 restores its last checkpoint and only rewrites the model folder.
+
+With `train.backend=jax` the same run goes through `alignpipe.training.jax_trainer`.
 """
 
 from __future__ import annotations
@@ -116,6 +118,10 @@ def train(
             has another `model.*` configuration.
         Preempted: SIGTERM arrived; a checkpoint of the last step done was saved.
     """
+    if cfg.train.backend == "jax":
+        from alignpipe.training.jax_trainer import train_on_jax
+
+        return train_on_jax(cfg, data_dir, model_dir, on_log, init_dir)
     start = time.monotonic()
     files = pair_files(data_dir)
     num_pairs, funnel = pairs_in(data_dir, files)
@@ -273,7 +279,10 @@ def _train_step_fn(
 
 
 class _TrainLoop:
-    """Runs the steps from a `ResumePoint` to `train.steps`: logs rows, saves checkpoints."""
+    """Runs the steps from a `ResumePoint` to `train.steps`: logs rows, saves checkpoints.
+
+    `temperature` reads the current temperature for a row (default: the model's variable).
+    """
 
     def __init__(
         self,
@@ -283,8 +292,10 @@ class _TrainLoop:
         checkpoints: TrainingCheckpoints,
         tokenizer: AlignTokenizer,
         resume: ResumePoint,
+        temperature: Callable[[], float] | None = None,
     ):
         self.cfg, self.model, self.optimizers = cfg, model, optimizers
+        self.temperature = temperature or (lambda: float(model.temperature))
         self.checkpoints, self.tokenizer, self.resume = checkpoints, tokenizer, resume
         self.history = list(resume.history)
         self.pending_losses: list = list(resume.pending_losses)  # since the last row
@@ -292,7 +303,7 @@ class _TrainLoop:
 
     def run(
         self,
-        run_steps: Callable[[int], tuple[tf.Tensor, tf.Tensor]],
+        run_steps: Callable[[int], tuple],
         on_log: Callable[[dict], None] | None,
         stop: StopRequest,
     ) -> list[dict]:
@@ -317,7 +328,7 @@ class _TrainLoop:
                     self._log_row(step, on_log)
                 if self.checkpoints.due(step) or stop.requested:
                     path = self.checkpoints.save(
-                        step, int(stream_position), self.history, self._pending(), self.tokenizer
+                        step, _host_value(stream_position), self.history, self._pending(), self.tokenizer
                     )
                     if stop.requested and step < total:
                         raise Preempted(step, total, path)
@@ -342,7 +353,7 @@ class _TrainLoop:
         row = {
             "step": step,
             "loss": float(np.mean(self._pending())),
-            "temperature": float(self.model.temperature),
+            "temperature": self.temperature(),
             "learning_rate": float(self.optimizers.schedule(step - 1)),
             "examples_per_s": (step - since_step) * self.cfg.train.batch_size / max(now - since_time, 1e-9),
         }
@@ -361,10 +372,20 @@ class _TrainLoop:
             on_log(dict(row))
 
 
+def _host_value(stream_position):
+    """A TF stream position as an int; the JAX backend's list (one per process) as it is."""
+    return stream_position if isinstance(stream_position, list) else int(stream_position)
+
+
 def _write_model_dir(
-    cfg: Config, model: DualEncoder, tokenizer: AlignTokenizer, history: list[dict], model_dir: str
+    cfg: Config,
+    model: DualEncoder,
+    tokenizer: AlignTokenizer,
+    history: list[dict],
+    model_dir: str,
+    saved_model: bool = True,
 ) -> None:
-    AlignEncoder(model, tokenizer, cfg).save(model_dir)
+    AlignEncoder(model, tokenizer, cfg).save(model_dir, saved_model=saved_model)
     fs.write_json(fs.join(model_dir, HISTORY_FILE), history)
     fs.write_bytes(fs.join(model_dir, CURVES_FILE), plot_training_curves(history))
 

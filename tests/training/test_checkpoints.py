@@ -213,3 +213,24 @@ def test_sigterm_mid_run_then_a_rerun_ends_like_an_uninterrupted_run(tmp_path):
     again = train(cfg, shards_dir, reference.model_dir)
     assert again.resumed_from_step == 10 and again.history == reference.history
     assert os.path.exists(os.path.join(reference.model_dir, "model.keras"))
+
+
+def test_processes_share_the_stream_and_each_resumes_its_share_from_its_own_position(tmp_path):
+    """JAX multi-host input: process p decodes the records whose index is p modulo 2."""
+    directory = str(tmp_path / "pairs")
+    files = write_shards(directory, num_pairs=44)
+    cfg = load_config("local", "tiny", SMALL + ["train.shuffle_buffer=16"])
+    tokenizer = AlignTokenizer.from_texts(text_dataset(files), 80, 10)
+
+    def positions(start: int, n: int, process: int) -> list[list[int]]:
+        dataset = train_dataset(files, tokenizer, cfg.model, cfg.train, 4, start, 2, process)
+        return [batch[STREAM_POSITION].numpy().tolist() for batch in dataset.take(n)]
+
+    whole = [positions(0, 8, process) for process in (0, 1)]
+    for process, batches in enumerate(whole):
+        assert all(p % EPOCH_STRIDE % 2 == process for batch in batches for p in batch)
+    first_epoch = sorted(p for batches in whole for batch in batches[:5] for p in batch if p < EPOCH_STRIDE)
+    assert first_epoch == list(range(40))  # together, the processes cover the stream once
+    for process in (0, 1):
+        resumed = positions(max(whole[process][2]) + 1, 5, process)
+        assert resumed == whole[process][3:]
