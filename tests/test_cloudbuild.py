@@ -225,14 +225,7 @@ def test_the_accelerator_image_is_built_only_when_the_experiment_asks_for_it(tmp
     from components.custom_job import trainer_image_kind
 
     values = substitution_values()
-    assert (
-        trainer_image_kind(
-            load_config(
-                "vertex", values["_EXPERIMENT"], [f"tracking.tracking_uri={REQUIRED['_TRACKING_URI']}"]
-            )
-        )
-        == "tpu"
-    )
+    assert trainer_image_kind(load_config("local", values["_EXPERIMENT"])) == "tpu"
     (build,) = [s for s in docker_steps("build") if script(s)]
     (command,) = [c for c in shell_commands(build, values, "docker") if c[1] == "build"]
     assert command[command.index("--build-arg") + 1] == "ACCELERATOR=tpu"
