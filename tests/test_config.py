@@ -203,6 +203,16 @@ def test_dataflow_options_come_from_the_runner_keys():
     assert beam_pipeline_args(load_config("local", "tiny"))[0].endswith("FnApiRunner")
 
 
+def test_dataflow_fits_a_new_projects_cpu_quota_by_default():
+    """A new project's regional CPUS quota, 24 vCPUs: the default Dataflow job stays within it."""
+    from alignpipe.config import beam_pipeline_args
+
+    cfg = load_config("vertex", "paper", vertex_overrides())
+    args = dict(a.lstrip("-").split("=", 1) for a in beam_pipeline_args(cfg))
+    vcpus = int(args["machine_type"].rsplit("-", 1)[1])  # n2-standard-4: 4 vCPUs
+    assert int(args["max_num_workers"]) * vcpus <= 24
+
+
 def test_a_run_switches_preset_and_keeps_the_settings_made_beyond_it():
     from alignpipe.config import with_run_parameters
 
