@@ -142,6 +142,13 @@ def validate(cfg: Config) -> Config:
         cfg.tracking.auth,
         "'', 'google_id_token' or 'secret:projects/P/secrets/S/versions/V'",
     )
+    _check(
+        not (cfg.tracking.auth.startswith("secret:") and _is_cloud_run(cfg.tracking.tracking_uri)),
+        "tracking.auth",
+        cfg.tracking.auth,
+        f"'google_id_token' for the Cloud Run server {cfg.tracking.tracking_uri} (Cloud Run's IAM takes "
+        "only Google-signed ID tokens; a static token from Secret Manager is refused with 403)",
+    )
     if cfg.runner.train_in_custom_job:
         from alignpipe.config.footprint import check_slice
 
@@ -257,6 +264,15 @@ _CALLABLE_SPEC = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za
 
 def _is_callable_spec(text: str) -> bool:
     return _CALLABLE_SPEC.fullmatch(text) is not None
+
+
+def _is_cloud_run(uri: str) -> bool:
+    """Whether `uri` is a Cloud Run service's own URL (`https://NAME-HASH-REGION.a.run.app`, or
+    `https://NAME-PROJECT_NUMBER.REGION.run.app`)."""
+    import urllib.parse
+
+    host = urllib.parse.urlsplit(uri).hostname or ""
+    return host.endswith(".run.app")
 
 
 def _is_cidr(text: str) -> bool:

@@ -65,6 +65,11 @@ output "mlflow_tracking_uri" {
   value       = google_cloud_run_v2_service.mlflow.uri
 }
 
+output "mlflow_auth" {
+  description = "tracking.auth: the server is a Cloud Run service behind IAM, which takes only Google ID tokens."
+  value       = "google_id_token"
+}
+
 output "mlflow_artifacts_destination" {
   description = "Where the MLflow server keeps artifacts."
   value       = local.mlflow_artifacts_destination
@@ -80,5 +85,6 @@ output "alignpipe_settings" {
     "runner.data_image"      = "${local.docker_repository_url}/alignpipe-data:${var.image_tag}"
     "runner.trainer_image"   = "${local.docker_repository_url}/alignpipe-trainer:${var.image_tag}"
     "tracking.tracking_uri"  = google_cloud_run_v2_service.mlflow.uri
+    "tracking.auth"          = "google_id_token"
   }
 }

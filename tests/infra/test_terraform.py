@@ -36,6 +36,7 @@ CONFIG_OUTPUTS = {
     "runner.data_image": "data_image",
     "runner.trainer_image": "trainer_image",
     "tracking.tracking_uri": "mlflow_tracking_uri",
+    "tracking.auth": "mlflow_auth",  # without it every task gets 403 from Cloud Run
 }
 APIS = {
     f"{name}.googleapis.com"
@@ -50,6 +51,7 @@ APIS = {
         "compute",
         "cloudbuild",
         "iam",
+        "cloudresourcemanager",  # a new project's IAM grants need it
     )
 }
 
