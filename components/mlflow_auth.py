@@ -10,7 +10,8 @@ environment on each request. `tracking.auth` fills the token where the environme
   Cloud Run server behind IAM (infra/terraform) accepts. ID tokens live an hour; a background
   timer replaces it every `REFRESH_S`, so that a day of training keeps logging.
 - `secret:projects/P/secrets/S/versions/V`: the token stored in that Secret Manager secret
-  version (an auth proxy's static token, say).
+  version (an auth proxy's static token, say). Never for a Cloud Run server: its IAM accepts
+  only Google-signed ID tokens, and loading the config refuses the pair.
 """
 
 from __future__ import annotations

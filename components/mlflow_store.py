@@ -8,6 +8,7 @@ lowest priority, so a command that keeps every core busy loses next to nothing t
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import subprocess
@@ -69,18 +70,29 @@ def wait(uri: str) -> None:
         log.warning("setting up the MLflow store %s ahead of time failed (exit %d)", uri, setup.returncode)
 
 
-def check_server(uri: str, wait_s: float) -> None:
+def check_server(uri: str, wait_s: float, caller: str = "", auth: str = "") -> None:
     """Waits up to `wait_s` for a tracking server's `/health` to answer (a server scaled to zero
     takes a while); nothing for a local store.
 
+    The check sends the credentials MLflow's client would send (`MLFLOW_TRACKING_TOKEN`, or
+    `MLFLOW_TRACKING_USERNAME` / `_PASSWORD`). A 401 or 403 means the server is reachable but
+    refuses this caller: on Cloud Run, the caller lacks `roles/run.invoker` on the service or
+    sent no Google ID token. That fails at once, as every later request would.
+
+    Args:
+        uri: the tracking server.
+        wait_s: how long to wait for it.
+        caller: who calls it (`runner.service_account`), named in a refusal; "" = unknown.
+        auth: `tracking.auth`, named in a refusal.
+
     Raises:
-        AlignPipeError: the server does not answer in time (naming it and the last error).
+        AlignPipeError: the server refuses the caller, or does not answer in time (naming it and
+            the last error).
     """
     if not uri.startswith(("http://", "https://")):
         return
     deadline, error = time.monotonic() + wait_s, ""
-    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    headers = _credentials()
     while True:
         try:
             request = urllib.request.Request(uri.rstrip("/") + "/health", headers=headers)
@@ -90,8 +102,8 @@ def check_server(uri: str, wait_s: float) -> None:
                 error = f"HTTP {response.status}"
         except urllib.error.HTTPError as e:
             error = f"HTTP {e.code}"
-            if e.code in (401, 403):  # the server is up; MLflow's own client authenticates
-                return
+            if e.code in (401, 403):
+                raise AlignPipeError(_refusal(uri, e.code, caller, auth)) from None
         except OSError as e:
             error = str(getattr(e, "reason", e))
         if time.monotonic() >= deadline:
@@ -100,3 +112,27 @@ def check_server(uri: str, wait_s: float) -> None:
                 "(tracking.tracking_uri, tracking.server_wait_s)"
             )
         time.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
+
+
+def _credentials() -> dict[str, str]:
+    """The Authorization header MLflow's client sends, from the same environment variables."""
+    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+    if token:
+        return {"Authorization": f"Bearer {token}"}
+    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    if user and password:
+        return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+    return {}
+
+
+def _refusal(uri: str, status: int, caller: str, auth: str) -> str:
+    who = caller or "the task's service account (runner.service_account unset: the project's default)"
+    fix = (
+        ""
+        if auth == "google_id_token"
+        else "; set tracking.auth=google_id_token (a Cloud Run service takes only Google ID tokens)"
+    )
+    return (
+        f"the MLflow tracking server {uri} is reachable but refuses {who} (HTTP {status}): grant it "
+        f"roles/run.invoker on the server's Cloud Run service{fix} (tracking.auth={auth!r})"
+    )

@@ -40,7 +40,9 @@ def connect(cfg: Config) -> str:
     uri = tracking_uri(cfg)
     mlflow_store.wait(uri)
     mlflow_auth.authenticate(cfg, uri)
-    mlflow_store.check_server(uri, cfg.tracking.server_wait_s)
+    mlflow_store.check_server(
+        uri, cfg.tracking.server_wait_s, caller=cfg.runner.service_account, auth=cfg.tracking.auth
+    )
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(cfg.tracking.experiment)

@@ -10,6 +10,7 @@ pipeline-job name and closed by an exit handler whatever happens.
 from kfp import compiler, dsl
 
 from alignpipe.config import Config
+from alignpipe.config.validation import check_vertex_images
 from components.ops import build_components
 from components.parameters import parameter_defaults
 
@@ -122,6 +123,12 @@ def build_pipeline(cfg: Config):
 
 
 def compile_pipeline(cfg: Config, path: str) -> str:
-    """Writes the pipeline spec YAML for `cfg` to `path`."""
+    """Writes the pipeline spec YAML for `cfg` to `path`.
+
+    Raises:
+        ConfigError: on Vertex AI, an image that is not registry-qualified (its tasks could not pull it).
+    """
+    if cfg.env == "vertex":
+        check_vertex_images(cfg)
     compiler.Compiler().compile(build_pipeline(cfg), package_path=path)
     return path

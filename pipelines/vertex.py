@@ -182,6 +182,47 @@ def check_vertex_target(cfg: Config) -> None:
         )
 
 
+def check_template_target(cfg: Config, template: str) -> None:
+    """Raises `AlignPipeError` when the local `template` cannot run where `cfg` sends it.
+
+    A template carries the config it was compiled for (its `config_json` default): its project
+    must be `runner.gcp_project`, every task's image must be registry-qualified, and an image
+    that `cfg` names (`--set runner.data_image=...`) must be the one the template runs.
+    """
+    from alignpipe.config.validation import is_registry_image, vertex_images
+
+    with open(template) as f:
+        spec = next(yaml.safe_load_all(f))
+    try:
+        compiled = Config.from_json(
+            spec["root"]["inputDefinitions"]["parameters"]["config_json"]["defaultValue"]
+        )
+        executors = spec["deploymentSpec"]["executors"].items()
+    except (KeyError, TypeError, ValueError, AlignPipeError):
+        raise AlignPipeError(
+            f"template {template!r} is not an alignpipe pipeline (`alignpipe compile`)"
+        ) from None
+    if compiled.runner.gcp_project != cfg.runner.gcp_project:
+        raise AlignPipeError(
+            f"template {template!r} was compiled for runner.gcp_project={compiled.runner.gcp_project!r}, "
+            f"not {cfg.runner.gcp_project!r} (--project): compile it again for this project"
+        )
+    for name, executor in executors:
+        image = executor.get("container", {}).get("image", "")
+        if image and not is_registry_image(image):
+            raise AlignPipeError(
+                f"template {template!r}: task {name} runs image {image!r}, which is not registry-qualified "
+                "(REGION-docker.pkg.dev/PROJECT/REPO/NAME:TAG): compile it again with the pushed images"
+            )
+    given, built = vertex_images(cfg), vertex_images(compiled)
+    for key, image in given.items():
+        if is_registry_image(image) and key in built and built[key] != image:
+            raise AlignPipeError(
+                f"template {template!r} runs {key}={built[key]!r}, not {image!r} (--set {key}): "
+                "compile it again with that image"
+            )
+
+
 @contextlib.contextmanager
 def template_path(cfg: Config, template: str) -> Iterator[str]:
     """Yields `template`, or the pipeline compiled for `cfg` into a temporary file when it is "".
@@ -192,6 +233,8 @@ def template_path(cfg: Config, template: str) -> Iterator[str]:
     if template:
         if "://" not in template and not os.path.isfile(template):
             raise AlignPipeError(f"template file {template!r} does not exist")
+        if "://" not in template:
+            check_template_target(cfg, template)
         yield template
         return
     check_shared_tracking(cfg)

@@ -34,7 +34,9 @@ OUR_IMAGE = re.compile(
 )
 # What scripts assign themselves: name=$(head -n 1 ...), and kind=$(cat /workspace/trainer-kind),
 # the trainer image build that the default experiment's slice runs on.
-SCRIPT_VALUES = {"name": PIPELINE_NAME, "kind": "tpu"}
+# release=$(cat /workspace/release-image-tag), the release's image tag (tag: what writes it).
+SCRIPT_VALUES = {"name": PIPELINE_NAME, "kind": "tpu", "release": "v1.0.0", "tag": "v1.0.0"}
+DOCKER_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # Docker's tag grammar
 
 
 def expand(text: str, values: dict[str, str]) -> str:
@@ -225,14 +227,7 @@ def test_the_accelerator_image_is_built_only_when_the_experiment_asks_for_it(tmp
     from components.custom_job import trainer_image_kind
 
     values = substitution_values()
-    assert (
-        trainer_image_kind(
-            load_config(
-                "vertex", values["_EXPERIMENT"], [f"tracking.tracking_uri={REQUIRED['_TRACKING_URI']}"]
-            )
-        )
-        == "tpu"
-    )
+    assert trainer_image_kind(load_config("local", values["_EXPERIMENT"])) == "tpu"
     (build,) = [s for s in docker_steps("build") if script(s)]
     (command,) = [c for c in shell_commands(build, values, "docker") if c[1] == "build"]
     assert command[command.index("--build-arg") + 1] == "ACCELERATOR=tpu"
@@ -281,6 +276,39 @@ def test_compile_runs_in_the_new_data_image_for_vertex_with_both_commit_images()
     folder = os.path.dirname(args.out)
     (maker,) = [s for s in STEPS if re.search(rf"mkdir -p {folder} && chmod 0?777 {folder}\b", script(s))]
     assert maker["id"] in waits_for(step["id"])
+
+
+@pytest.mark.parametrize(
+    ("tag_name", "image_tag"),
+    [
+        ("v1.0.0", "v1.0.0"),
+        ("v1.2+b/x", "v1.2-b-x"),
+        ("release/2030.01", "release-2030.01"),
+        (".hidden", "_hidden"),
+        ("-rc1", "_rc1"),
+        ("v" + "9" * 200, "v" + "9" * 127),
+        ("", ""),
+    ],
+)
+def test_a_git_tag_becomes_a_valid_image_tag(tmp_path, tag_name, image_tag):
+    """The release-image-tag step's own script, run by bash: git allows '/' and '+' in tags,
+    Docker does not; every push step tags its images with what the step wrote."""
+    (step,) = [s for s in STEPS if s["id"] == "release-image-tag"]
+    text = substitute(script(step), substitution_values(TAG_NAME=tag_name))
+    out = subprocess.run(
+        ["bash", "-c", text.replace("/workspace/", f"{tmp_path}/")],
+        env={"TAG_NAME": tag_name, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    assert out.returncode == 0, out.stderr
+    written = (tmp_path / "release-image-tag").read_text().strip()
+    assert written == image_tag
+    assert not written or DOCKER_TAG.fullmatch(written)
+    pushes = [s for s in docker_steps("push") if "release-image-tag" in script(s)]
+    assert len(pushes) == 3  # data, trainer, accelerator image
+    assert all("TAG_NAME" not in script(s) for s in docker_steps("push"))
 
 
 @pytest.mark.parametrize(

@@ -106,11 +106,69 @@ def test_the_tiny_preset_keeps_the_papers_corpus_relative_filters():
     assert Config.from_json(cfg.to_json()) == cfg
 
 
+# Where a Vertex AI run happens, valid: every key the vertex preset requires.
+VERTEX_TARGET = {
+    "tracking.tracking_uri": "https://mlflow.example",
+    "runner.gcp_project": "proj",
+    "runner.pipeline_root": "gs://bkt/root",
+}
+
+
+def vertex_overrides(**changed: str) -> list[str]:
+    return [
+        f"{k}={v}"
+        for k, v in {**VERTEX_TARGET, **{k.replace("__", "."): v for k, v in changed.items()}}.items()
+    ]
+
+
 def test_vertex_needs_a_tracking_server():
     with pytest.raises(ConfigError, match="tracking.tracking_uri=''.*shared MLflow server"):
         load_config("vertex", "paper")
-    cfg = load_config("vertex", "paper", ["tracking.tracking_uri=https://mlflow.example"])
+    cfg = load_config("vertex", "paper", vertex_overrides())
     assert cfg.train.strategy == "tpu"
+
+
+@pytest.mark.parametrize(
+    "changed, refusal",
+    [
+        (
+            {"runner__gcp_project": ""},
+            "runner.gcp_project='' is not allowed: must be the Google Cloud project",
+        ),
+        ({"runner__pipeline_root": ""}, "runner.pipeline_root='' is not allowed: must be a gs://BUCKET/PATH"),
+        ({"runner__pipeline_root": "/tmp/root"}, "runner.pipeline_root='/tmp/root' is not allowed"),
+        ({"runner__pipeline_root": "gs://"}, "runner.pipeline_root='gs://' is not allowed"),
+        (
+            {"tracking__tracking_uri": "http://mlflow.example"},
+            "tracking_uri='http://mlflow.example'.*https URI",
+        ),
+    ],
+)
+def test_vertex_refuses_a_target_it_cannot_run_in(changed, refusal):
+    with pytest.raises(ConfigError, match=refusal) as caught:
+        load_config("vertex", "tiny", vertex_overrides(**changed))
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "image, registry",
+    [
+        ("us-central1-docker.pkg.dev/proj/repo/alignpipe-data:v1", True),
+        ("us-docker.pkg.dev/proj/repo/alignpipe-data@sha256:" + "0" * 64, True),
+        ("europe-west4-docker.pkg.dev/proj/repo/team/alignpipe-data", True),
+        ("gcr.io/proj/alignpipe-data:v1", True),
+        ("eu.gcr.io/proj/alignpipe-data", True),
+        ("alignpipe-data:latest", False),  # Docker Hub
+        ("docker.io/library/alignpipe-data:v1", False),
+        ("us-central1-docker.pkg.dev/proj/alignpipe-data:v1", False),  # no repository
+        ("us-central1-docker.pkg.dev/proj/repo/alignpipe-data:v1.2+b/x", False),  # not a tag
+        ("us-central1-docker.pkg.dev/proj/repo/Alignpipe-data:v1", False),  # capitals
+    ],
+)
+def test_registry_images(image, registry):
+    from alignpipe.config.validation import is_registry_image
+
+    assert is_registry_image(image) is registry
 
 
 def test_dataflow_options_come_from_the_runner_keys():
@@ -140,9 +198,19 @@ def test_dataflow_options_come_from_the_runner_keys():
         "--machine_type=n2-standard-4",
         "--service_account_email=pipelines@proj.iam.gserviceaccount.com",
     ]
-    with pytest.raises(ConfigError, match="runner.pipeline_root=''.*gs:// folder"):
+    with pytest.raises(ConfigError, match="runner.pipeline_root=''.*gs://"):
         beam_pipeline_args(cfg.replace(runner__pipeline_root=""))
     assert beam_pipeline_args(load_config("local", "tiny"))[0].endswith("FnApiRunner")
+
+
+def test_dataflow_fits_a_new_projects_cpu_quota_by_default():
+    """A new project's regional CPUS quota, 24 vCPUs: the default Dataflow job stays within it."""
+    from alignpipe.config import beam_pipeline_args
+
+    cfg = load_config("vertex", "paper", vertex_overrides())
+    args = dict(a.lstrip("-").split("=", 1) for a in beam_pipeline_args(cfg))
+    vcpus = int(args["machine_type"].rsplit("-", 1)[1])  # n2-standard-4: 4 vCPUs
+    assert int(args["max_num_workers"]) * vcpus <= 24
 
 
 def test_a_run_switches_preset_and_keeps_the_settings_made_beyond_it():

@@ -9,7 +9,11 @@ from alignpipe.config.accelerators import ACCELERATORS, slice_of
 from alignpipe.config.footprint import job_timeout_s, memory_per_chip_gb, per_chip_batch, step_seconds
 from alignpipe.errors import ConfigError
 
-VERTEX = ["tracking.tracking_uri=https://mlflow.example.org"]
+VERTEX = [
+    "tracking.tracking_uri=https://mlflow.example.org",
+    "runner.gcp_project=proj",
+    "runner.pipeline_root=gs://bkt/root",
+]
 
 
 def test_the_paper_preset_fits_its_slice_by_the_documented_arithmetic():

@@ -32,7 +32,9 @@ class RunnerConfig:
     # Dataflow (a --runner=DataflowRunner in beam_args): project, region, the data image and
     # gs:// temp folders come from the keys above (`beam_pipeline_args`).
     dataflow_machine_type: str = "n2-standard-4"
-    dataflow_max_workers: int = 100
+    # A new project's regional Compute Engine quota (CPUS) is 24 vCPUs in many regions: 5 workers
+    # x 4 vCPUs fit beside a pipeline task. Raise it with the quota (ALIGN's 1.8B pairs need far more).
+    dataflow_max_workers: int = 5
     # Every pipeline task's requests (kfp set_cpu_limit / set_memory_limit) and retries.
     data_task_cpu: str = "4"
     data_task_memory: str = "16G"

@@ -143,10 +143,19 @@ def validate(cfg: Config) -> Config:
         cfg.tracking.auth,
         "'', 'google_id_token' or 'secret:projects/P/secrets/S/versions/V'",
     )
+    _check(
+        not (cfg.tracking.auth.startswith("secret:") and _is_cloud_run(cfg.tracking.tracking_uri)),
+        "tracking.auth",
+        cfg.tracking.auth,
+        f"'google_id_token' for the Cloud Run server {cfg.tracking.tracking_uri} (Cloud Run's IAM takes "
+        "only Google-signed ID tokens; a static token from Secret Manager is refused with 403)",
+    )
     if cfg.runner.train_in_custom_job:
         from alignpipe.config.footprint import check_slice
 
         check_slice(cfg)
+    if cfg.env == "vertex":
+        _check_vertex_target(cfg)
     for template in cfg.eval.prompt_templates:
         _check("{}" in template, "eval.prompt_templates", template, "a template containing {}")
     names: list[str] = []
@@ -164,6 +173,75 @@ def validate(cfg: Config) -> Config:
 
 
 _SET_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+# An image Vertex AI and Dataflow pull with the pipeline's service account: Artifact Registry
+# (REGION-docker.pkg.dev/PROJECT/REPO/NAME, or a multi-region such as us-docker.pkg.dev) or
+# Container Registry's hosts (gcr.io/PROJECT/NAME, also served by Artifact Registry's gcr.io
+# repositories), with a tag in Docker's tag grammar or a sha256 digest. A bare name such as
+# `alignpipe-data:latest` would be looked up on Docker Hub, where the project's images are not.
+_PATH_PART = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_REGISTRY_IMAGE = re.compile(
+    rf"(?:[a-z0-9]+(?:-[a-z0-9]+)*-docker\.pkg\.dev/{_PATH_PART}(?::{_PATH_PART})?/{_PATH_PART}"
+    rf"|(?:(?:us|eu|asia)\.)?gcr\.io/{_PATH_PART}(?::{_PATH_PART})?)"
+    rf"(?:/{_PATH_PART})+"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}|@sha256:[0-9a-f]{64})?"
+)
+
+
+def is_registry_image(name: str) -> bool:
+    """Whether `name` is an image in Artifact Registry or Container Registry (see `_REGISTRY_IMAGE`).
+
+    Example:
+        >>> is_registry_image("us-central1-docker.pkg.dev/proj/repo/alignpipe-data:v1")
+        True
+        >>> is_registry_image("alignpipe-data:latest")
+        False
+    """
+    return _REGISTRY_IMAGE.fullmatch(name) is not None
+
+
+def vertex_images(cfg: Config) -> dict[str, str]:
+    """The images a Vertex AI run of `cfg` pulls, by config key: the data and trainer images
+    (kfp tasks) and the custom job's image when it is of another kind (TPU, GPU)."""
+    from alignpipe.config.accelerators import slice_of
+
+    r = cfg.runner
+    images = {"runner.data_image": r.data_image, "runner.trainer_image": r.trainer_image}
+    kind = slice_of(r.accelerator, r.accelerator_chips).spec.kind
+    if kind != "cpu":
+        images[f"runner.trainer_{kind}_image"] = getattr(r, f"trainer_{kind}_image")
+    return images
+
+
+def check_vertex_images(cfg: Config) -> None:
+    """Raises `ConfigError` naming the first image of `vertex_images(cfg)` that is not in a registry."""
+    for key, image in vertex_images(cfg).items():
+        _check(
+            is_registry_image(image),
+            key,
+            image,
+            "a registry-qualified image, REGION-docker.pkg.dev/PROJECT/REPO/NAME[:TAG|@sha256:DIGEST] "
+            "(or gcr.io/PROJECT/NAME[:TAG])",
+        )
+
+
+def _check_vertex_target(cfg: Config) -> None:
+    """Where a Vertex AI run happens: a project, a gs:// pipeline root and an https MLflow server
+    (Cloud Run serves https only). The images are the template's (`check_vertex_images`)."""
+    r = cfg.runner
+    _check(
+        cfg.tracking.tracking_uri.startswith("https://"),
+        "tracking.tracking_uri",
+        cfg.tracking.tracking_uri,
+        "the https URI of the shared MLflow server on Vertex AI (e.g. its Cloud Run URL)",
+    )
+    _check(bool(r.gcp_project), "runner.gcp_project", r.gcp_project, "the Google Cloud project the run uses")
+    _check(
+        r.pipeline_root.startswith("gs://") and len(r.pipeline_root.rstrip("/")) > len("gs://"),
+        "runner.pipeline_root",
+        r.pipeline_root,
+        "a gs://BUCKET/PATH folder (the pipeline's artifacts, Dataflow's staging, the custom jobs' outputs)",
+    )
 
 
 def named_path(item: str) -> tuple[str, str]:
@@ -187,6 +265,15 @@ _CALLABLE_SPEC = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za
 
 def _is_callable_spec(text: str) -> bool:
     return _CALLABLE_SPEC.fullmatch(text) is not None
+
+
+def _is_cloud_run(uri: str) -> bool:
+    """Whether `uri` is a Cloud Run service's own URL (`https://NAME-HASH-REGION.a.run.app`, or
+    `https://NAME-PROJECT_NUMBER.REGION.run.app`)."""
+    import urllib.parse
+
+    host = urllib.parse.urlsplit(uri).hostname or ""
+    return host.endswith(".run.app")
 
 
 def _is_cidr(text: str) -> bool:

@@ -10,6 +10,7 @@ locals {
     "storage.googleapis.com",
     "cloudbuild.googleapis.com",
     "iam.googleapis.com",
+    "cloudresourcemanager.googleapis.com", # project IAM grants (google_project_iam_member) go through it
   ]
 }
 

@@ -60,9 +60,24 @@ output "trainer_image" {
   value       = "${local.docker_repository_url}/alignpipe-trainer:${var.image_tag}"
 }
 
+output "trainer_tpu_image" {
+  description = "runner.trainer_tpu_image, as cloudbuild.yaml tags it (built when the experiment's slice is TPUs)."
+  value       = "${local.docker_repository_url}/alignpipe-trainer-tpu:${var.image_tag}"
+}
+
+output "trainer_gpu_image" {
+  description = "runner.trainer_gpu_image, as cloudbuild.yaml tags it (built when the experiment's slice is GPUs)."
+  value       = "${local.docker_repository_url}/alignpipe-trainer-gpu:${var.image_tag}"
+}
+
 output "mlflow_tracking_uri" {
   description = "tracking.tracking_uri: the MLflow server (callers need roles/run.invoker and an ID token)."
   value       = google_cloud_run_v2_service.mlflow.uri
+}
+
+output "mlflow_auth" {
+  description = "tracking.auth: the server is a Cloud Run service behind IAM, which takes only Google ID tokens."
+  value       = "google_id_token"
 }
 
 output "mlflow_artifacts_destination" {
@@ -73,12 +88,15 @@ output "mlflow_artifacts_destination" {
 output "alignpipe_settings" {
   description = "The alignpipe config keys these resources decide, for `--set KEY=VALUE`."
   value = {
-    "runner.gcp_project"     = var.project_id
-    "runner.gcp_region"      = var.region
-    "runner.pipeline_root"   = local.pipeline_root
-    "runner.service_account" = google_service_account.pipelines.email
-    "runner.data_image"      = "${local.docker_repository_url}/alignpipe-data:${var.image_tag}"
-    "runner.trainer_image"   = "${local.docker_repository_url}/alignpipe-trainer:${var.image_tag}"
-    "tracking.tracking_uri"  = google_cloud_run_v2_service.mlflow.uri
+    "runner.gcp_project"       = var.project_id
+    "runner.gcp_region"        = var.region
+    "runner.pipeline_root"     = local.pipeline_root
+    "runner.service_account"   = google_service_account.pipelines.email
+    "runner.data_image"        = "${local.docker_repository_url}/alignpipe-data:${var.image_tag}"
+    "runner.trainer_image"     = "${local.docker_repository_url}/alignpipe-trainer:${var.image_tag}"
+    "runner.trainer_tpu_image" = "${local.docker_repository_url}/alignpipe-trainer-tpu:${var.image_tag}"
+    "runner.trainer_gpu_image" = "${local.docker_repository_url}/alignpipe-trainer-gpu:${var.image_tag}"
+    "tracking.tracking_uri"    = google_cloud_run_v2_service.mlflow.uri
+    "tracking.auth"            = "google_id_token"
   }
 }

@@ -88,8 +88,8 @@ def fake(tmp_path, monkeypatch):
     server.shutdown()
 
 
-def _cfg(auth: str):
-    return load_config("local", "tiny", [f"tracking.tracking_uri={SERVER}", f"tracking.auth={auth}"])
+def _cfg(auth: str, server: str = SERVER):
+    return load_config("local", "tiny", [f"tracking.tracking_uri={server}", f"tracking.auth={auth}"])
 
 
 def test_a_google_id_token_for_the_servers_url(fake, monkeypatch):
@@ -109,10 +109,19 @@ def test_a_google_id_token_for_the_servers_url(fake, monkeypatch):
 
 
 def test_a_token_kept_in_secret_manager(fake):
-    mlflow_auth.authenticate(_cfg(f"secret:{SECRET}"), SERVER)
+    """For a server behind a proxy that checks a static token: never Cloud Run (the next test)."""
+    server = "https://mlflow.example.org"
+    mlflow_auth.authenticate(_cfg(f"secret:{SECRET}", server), server)
     method, path, _, _ = Recorder.seen[-1]
     assert (method, path.partition("?")[0]) == ("GET", f"/v1/{SECRET}:access")
     assert mlflow_auth.os.environ[mlflow_auth.TOKEN_ENV] == "s3cret-token"
+
+
+def test_a_static_token_for_a_cloud_run_server_is_refused_at_load_time():
+    for server in (SERVER, "https://mlflow-123456789.europe-west4.run.app/"):
+        with pytest.raises(mlflow_auth.AlignPipeError, match="only Google-signed ID tokens") as refused:
+            _cfg(f"secret:{SECRET}", server)
+        assert str(refused.value).startswith(f"tracking.auth='secret:{SECRET}' is not allowed")
 
 
 def test_no_token_is_one_clear_error(fake, monkeypatch, tmp_path):
@@ -121,3 +130,69 @@ def test_no_token_is_one_clear_error(fake, monkeypatch, tmp_path):
         mlflow_auth.AlignPipeError, match="tracking.auth='google_id_token': no token for the MLflow"
     ):
         mlflow_auth.authenticate(_cfg("google_id_token"), SERVER)
+
+
+class CloudRunRefusal(BaseHTTPRequestHandler):
+    """What Cloud Run answers a caller without roles/run.invoker: 403, whatever the path."""
+
+    seen: list[dict] = []
+
+    def do_GET(self) -> None:
+        self.seen.append(dict(self.headers))
+        body = b"<html><body>Error: Forbidden</body></html>"
+        self.send_response(403)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def refusing_server():
+    CloudRunRefusal.seen = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), CloudRunRefusal)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.mark.parametrize("auth", ["", "google_id_token"])
+def test_a_server_that_refuses_the_caller_is_one_clear_error_at_once(refusing_server, monkeypatch, auth):
+    """Reachable but refused is not "up": the task stops before its work, naming the caller and
+    the role it lacks, instead of failing on its first MLflow request (or waiting out the wait)."""
+    from components import tracking
+
+    monkeypatch.setenv(mlflow_auth.TOKEN_ENV, "a-token-cloud-run-rejects")
+    monkeypatch.setattr(mlflow_auth, "authenticate", lambda cfg, uri: None)  # the token above
+    sa = "pipelines@p.iam.gserviceaccount.com"
+    cfg = load_config(
+        "local",
+        "tiny",
+        [
+            f"tracking.tracking_uri={refusing_server}",
+            f"tracking.auth={auth}",
+            f"runner.service_account={sa}",
+            "tracking.server_wait_s=60",
+        ],
+    )
+    started = time.monotonic()
+    with pytest.raises(mlflow_store.AlignPipeError) as refused:
+        tracking.connect(cfg)
+    message = str(refused.value)
+    assert time.monotonic() - started < 10  # not the 60 s wait for a server that is down
+    assert "\n" not in message
+    assert f"reachable but refuses {sa} (HTTP 403)" in message
+    assert "roles/run.invoker" in message
+    assert ("set tracking.auth=google_id_token" in message) is (auth == "")
+    assert CloudRunRefusal.seen[-1]["Authorization"] == "Bearer a-token-cloud-run-rejects"
+
+
+def test_basic_credentials_reach_the_health_check_as_mlflow_sends_them(refusing_server, monkeypatch):
+    monkeypatch.delenv(mlflow_auth.TOKEN_ENV, raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "pw")
+    with pytest.raises(mlflow_store.AlignPipeError, match="refuses the task's service account"):
+        mlflow_store.check_server(refusing_server, wait_s=1)
+    assert CloudRunRefusal.seen[-1]["Authorization"] == "Basic " + base64.b64encode(b"alice:pw").decode()

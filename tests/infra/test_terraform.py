@@ -35,7 +35,10 @@ CONFIG_OUTPUTS = {
     "runner.service_account": "pipelines_service_account",
     "runner.data_image": "data_image",
     "runner.trainer_image": "trainer_image",
+    "runner.trainer_tpu_image": "trainer_tpu_image",
+    "runner.trainer_gpu_image": "trainer_gpu_image",
     "tracking.tracking_uri": "mlflow_tracking_uri",
+    "tracking.auth": "mlflow_auth",  # without it every task gets 403 from Cloud Run
 }
 APIS = {
     f"{name}.googleapis.com"
@@ -50,6 +53,7 @@ APIS = {
         "compute",
         "cloudbuild",
         "iam",
+        "cloudresourcemanager",  # a new project's IAM grants need it
     )
 }
 
@@ -191,6 +195,44 @@ def test_images_and_repository_match_cloudbuild(module):
         assert value == f"${{local.docker_repository_url}}/{image}:${{var.image_tag}}", (
             f"output.{output}: {value}"
         )
+    # The accelerator images: the moving tag is pushed once the build passed (push-accelerator-moving-tag).
+    (moving,) = [s for s in build["steps"] if s["id"] == "push-accelerator-moving-tag"]
+    assert "MOVING_TAG=${_TAG}" in moving["env"] and "alignpipe-trainer" in " ".join(moving["env"])
+    for kind in ("tpu", "gpu"):
+        value = module.outputs[f"trainer_{kind}_image"]["value"]
+        assert value == f"${{local.docker_repository_url}}/alignpipe-trainer-{kind}:${{var.image_tag}}", value
+
+
+def test_the_settings_output_is_a_vertex_config_that_compiles(module):
+    """`compile --env vertex $SETTINGS` (README): the settings, with what apply would fill in,
+    load for every experiment and pass compile's image check."""
+    from alignpipe.config import EXPERIMENT_PRESETS
+    from alignpipe.config.validation import check_vertex_images
+
+    applied = {  # what `terraform apply` resolves, in the form Google gives it
+        "var.project_id": "my-project",
+        "var.region": module.variables["region"]["default"],
+        "var.image_tag": module.variables["image_tag"]["default"],
+        "local.bucket_name": "my-project-alignpipe",
+        "google_artifact_registry_repository.images.repository_id": "alignpipe",
+        "google_service_account.pipelines.email": "alignpipe-pipelines@my-project.iam.gserviceaccount.com",
+        "google_cloud_run_v2_service.mlflow.uri": "https://alignpipe-mlflow-abc123-uc.a.run.app",
+    }
+
+    def resolved(text: str) -> str:
+        text = policy.substitute_locals(text, module)
+        for _ in range(3):  # locals inside locals
+            text = policy.substitute_locals(text, module)
+        for reference, value in applied.items():
+            text = text.replace(f"${{{reference}}}", value)
+        assert "${" not in text, f"output.alignpipe_settings: unresolved {text}"
+        return text
+
+    settings = {k: resolved(v) for k, v in module.outputs["alignpipe_settings"]["value"].items()}
+    for experiment in EXPERIMENT_PRESETS:
+        cfg = load_config("vertex", experiment, [f"{k}={v}" for k, v in settings.items()])
+        check_vertex_images(cfg)
+        assert cfg.tracking.auth == "google_id_token"
 
 
 def test_terraform_fmt():

@@ -141,10 +141,36 @@ def test_vertex_ai_accepts_the_template(tmp_path):
 VERTEX = [
     "runner.data_image=us-docker.pkg.dev/p/r/alignpipe-data:abc123",
     "runner.trainer_image=us-docker.pkg.dev/p/r/alignpipe-trainer:abc123",
+    "runner.trainer_tpu_image=us-docker.pkg.dev/p/r/alignpipe-trainer-tpu:abc123",
     "runner.gcp_project=my-project",
     "runner.pipeline_root=gs://bucket/root",
     "tracking.tracking_uri=https://mlflow-abc-uc.a.run.app",
 ]
+
+
+@pytest.mark.parametrize(
+    ("changed", "fragments"),
+    [
+        ("runner.gcp_project=", ("runner.gcp_project=''", "Google Cloud project")),
+        ("runner.pipeline_root=/data/root", ("runner.pipeline_root='/data/root'", "gs://BUCKET/PATH")),
+        (
+            "runner.data_image=alignpipe-data:latest",
+            ("runner.data_image='alignpipe-data:latest'", "registry"),
+        ),
+        ("runner.trainer_tpu_image=trainer:1", ("runner.trainer_tpu_image='trainer:1'", "docker.pkg.dev")),
+        ("tracking.tracking_uri=http://mlflow.internal", ("tracking.tracking_uri='http://", "https URI")),
+    ],
+)
+def test_vertex_compile_refuses_what_cannot_run(tmp_path, changed, fragments):
+    from tests.pipelines.conftest import run_cli
+    from tests.pipelines.test_cli_errors import _one_clear_error
+
+    out = tmp_path / "align.yaml"
+    sets = [f"--set={s}" for s in VERTEX + [changed]]
+    _one_clear_error(
+        run_cli("compile", "--env=vertex", "--experiment=paper", *sets, f"--out={out}"), *fragments
+    )
+    assert not out.exists()
 
 
 def test_vertex_template_sizes_every_task_and_has_no_local_store(tmp_path):
@@ -306,6 +332,7 @@ def test_each_accelerator_compiles_to_its_custom_job(tmp_path, accelerator, chip
     template asks for has the slice's machine, topology, VMs, image, timeout and scheduling."""
     out = tmp_path / "align.yaml"
     sets = [f"{k}={v}" for k, v in IMAGES.items()] + [
+        "runner.data_image=us-docker.pkg.dev/p/r/alignpipe-data:abc123",
         f"runner.accelerator={accelerator}",
         f"runner.accelerator_chips={chips}",
         "runner.train_step_seconds=0.5",

@@ -43,6 +43,8 @@ TARGET = [
     f"runner.gcp_region={REGION}",
     f"runner.pipeline_root=gs://{BUCKET}/root",
     f"runner.service_account={RUNNER_SA}",
+    f"runner.data_image={REGION}-docker.pkg.dev/{PROJECT}/alignpipe/alignpipe-data:abc1234",
+    f"runner.trainer_image={REGION}-docker.pkg.dev/{PROJECT}/alignpipe/alignpipe-trainer:abc1234",
     "tracking.tracking_uri=https://mlflow.example.org",
 ]
 AR_TAG_URL = f"https://{REGION}-kfp.pkg.dev/{PROJECT}/align-templates/align/v1"
@@ -225,6 +227,47 @@ def test_cli_submit_prints_the_job_and_its_console_page(fake, template, capsys):
         f"{CREATED}/pipelineJobs/{job_id}",
         f"{CONSOLE}/{REGION}/pipelines/runs/{job_id}?project={PROJECT}",
     ]
+
+
+def _edited_template(template, tmp_path, old: str, new: str) -> str:
+    path = tmp_path / "edited.yaml"
+    path.write_text(open(template[0]).read().replace(old, new))
+    return str(path)
+
+
+def test_submit_refuses_a_template_that_cannot_run_where_it_is_sent(fake, template, tmp_path):
+    """A compiled template keeps its project and images: `submit --template` checks them
+    against its own flags before anything is sent."""
+    flags = ["--tracking-uri", "https://mlflow.example.org", "--pipeline-root", f"gs://{BUCKET}/root"]
+    data_image = TARGET[4].split("=", 1)[1]
+    unqualified = _edited_template(template, tmp_path, f"image: {data_image}", "image: alignpipe-data:latest")
+    cases = [
+        (template[0], ["--project", "other-proj"], f"runner.gcp_project={PROJECT!r}, not 'other-proj'"),
+        (
+            unqualified,
+            ["--project", PROJECT],
+            "runs image 'alignpipe-data:latest', which is not registry-qualified",
+        ),
+        (
+            template[0],
+            ["--project", PROJECT, "--set", f"runner.data_image={data_image[:-7]}v2"],
+            f"runs runner.data_image={data_image!r}, not",
+        ),
+    ]
+    for path, args, refusal in cases:
+        with pytest.raises(AlignPipeError, match=re.escape(refusal)):
+            with vertex.template_path(
+                cli._cloud_config(
+                    cli.build_parser().parse_args(
+                        ["submit", "--env=vertex", "--template", path, *flags, *args]
+                    )
+                ),
+                path,
+            ):
+                pass
+    assert fake.calls() == []
+    args = ["submit", "--env=vertex", "--template", template[0], *flags, "--project", "other-proj"]
+    _one_clear_error(run_cli(*args, timeout=60), "runner.gcp_project", "other-proj", "compile it again")
 
 
 @pytest.mark.parametrize("kubeflow", [False, True])

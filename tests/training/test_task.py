@@ -73,6 +73,8 @@ def test_two_pipeline_runs_on_vertex_ai_train_twice_and_a_restarted_worker_resum
             "--tracking-uri=https://mlflow.example.org",
             "--set=runner.gcp_project=my-project",
             "--set=runner.pipeline_root=gs://bucket/root",
+            "--set=runner.data_image=us-docker.pkg.dev/my-project/r/alignpipe-data:abc1234",
+            "--set=runner.trainer_image=us-docker.pkg.dev/my-project/r/alignpipe-trainer:abc1234",
             f"--out={template}",
         ]
     )
