@@ -150,21 +150,10 @@ def train_on_jax(
         history = loop.run(lambda count: run_steps(count, signalled, agreed), on_log, agreed)
     step.write_back(holder["state"])
     if index == 0:
-        trainer._write_model_dir(cfg, model, tokenizer, history, model_dir, saved_model=False)
+        trainer.write_model_dir(cfg, model, tokenizer, history, model_dir, saved_model=False)
         export_in_tensorflow(model_dir)
     multihost_utils.sync_global_devices("model folder written")
-    seconds = time.monotonic() - start
-    log.info("training done in %.0f s; model written to %s", seconds, model_dir)
-    return trainer.TrainResult(
-        history=history,
-        steps=cfg.train.steps,
-        num_pairs=num_pairs,
-        seconds=seconds,
-        final_loss=history[-1]["loss"],
-        final_temperature=float(model.temperature),
-        model_dir=model_dir,
-        resumed_from_step=resume.step,
-    )
+    return trainer.finish_run(cfg, model, history, num_pairs, start, model_dir, resume.step)
 
 
 def export_in_tensorflow(model_dir: str) -> None:

@@ -88,6 +88,31 @@ class TrainResult:
     resumed_from_step: int = 0
 
 
+def finish_run(
+    cfg: Config,
+    model: DualEncoder,
+    history: list[dict],
+    num_pairs: int,
+    start: float,
+    model_dir: str,
+    resumed_from: int,
+) -> TrainResult:
+    """Logs the end of a run (of either backend) and returns its `TrainResult`; `start` is the
+    run's `time.monotonic()` at its beginning."""
+    seconds = time.monotonic() - start
+    log.info("training done in %.0f s; model written to %s", seconds, model_dir)
+    return TrainResult(
+        history=history,
+        steps=cfg.train.steps,
+        num_pairs=num_pairs,
+        seconds=seconds,
+        final_loss=history[-1]["loss"],
+        final_temperature=float(model.temperature),
+        model_dir=model_dir,
+        resumed_from_step=resumed_from,
+    )
+
+
 def train(
     cfg: Config,
     data_dir: str,
@@ -151,19 +176,8 @@ def train(
     loop = _TrainLoop(cfg, model, optimizers, checkpoints, tokenizer, resume)
     with stop_on_sigterm() as stop:
         history = loop.run(lambda count: train_step(batches, tf.constant(count, tf.int32)), on_log, stop)
-    _write_model_dir(cfg, model, tokenizer, history, model_dir)
-    seconds = time.monotonic() - start
-    log.info("training done in %.0f s; model written to %s", seconds, model_dir)
-    return TrainResult(
-        history=history,
-        steps=cfg.train.steps,
-        num_pairs=num_pairs,
-        seconds=seconds,
-        final_loss=history[-1]["loss"],
-        final_temperature=float(model.temperature),
-        model_dir=model_dir,
-        resumed_from_step=resume.step,
-    )
+    write_model_dir(cfg, model, tokenizer, history, model_dir)
+    return finish_run(cfg, model, history, num_pairs, start, model_dir, resume.step)
 
 
 def _tokenizer(
@@ -377,7 +391,7 @@ def _host_value(stream_position):
     return stream_position if isinstance(stream_position, list) else int(stream_position)
 
 
-def _write_model_dir(
+def write_model_dir(
     cfg: Config,
     model: DualEncoder,
     tokenizer: AlignTokenizer,
