@@ -1,0 +1,179 @@
+"""The index of a corpus: every kept image's embedding, its alt-texts' embeddings, its metadata.
+
+A folder (local or `gs://`) holds:
+
+| file            | content                                                             |
+|-----------------|---------------------------------------------------------------------|
+| manifest.json   | `format`, `dim`, `count` (items), `texts` (text rows), `model_uri`  |
+| images.npy      | float32 `[count, dim]`: unit-norm image embeddings, row i = item i  |
+| texts.npy       | float32 `[texts, dim]`: unit-norm embeddings of the alt-texts       |
+| text_items.npy  | int64 `[texts]`: the item each text row belongs to                  |
+| items.jsonl     | one JSON object per item: `image_url`, `page_url`, `texts`, `sha256` |
+
+Queries are unit-norm float32 vectors of the same model; the score is the cosine similarity
+(the dot product of unit vectors), the quantity ALIGN's contrastive loss trains.
+
+Example:
+    index = CorpusIndex.load("runs/demo/index")
+    hits = index.search_images(text_embeddings, k=10)   # [queries][k] Hit, best first
+    nearest_texts = index.search_texts(image_embeddings, k=5)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+
+import numpy as np
+
+from alignpipe import fs
+
+FORMAT = 1
+MANIFEST = "manifest.json"
+IMAGES, TEXTS, TEXT_ITEMS, ITEMS = "images.npy", "texts.npy", "text_items.npy", "items.jsonl"
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+    """What the index knows of one kept image."""
+
+    image_url: str
+    page_url: str
+    texts: tuple[str, ...]
+    sha256: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Hit:
+    """One search result: the item, its row in the index and the query's score against it."""
+
+    item_id: int
+    score: float
+    item: Item
+    text: str | None = None  # the matched alt-text, for text searches
+
+
+def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Best `k` columns of each row of `scores` [Q, N], best first: (indices, scores) [Q, k]."""
+    k = min(k, scores.shape[1])
+    if k == 0:
+        return np.zeros((scores.shape[0], 0), np.int64), np.zeros((scores.shape[0], 0), np.float32)
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
+    rows = np.take_along_axis(part, order, axis=1)
+    return rows, np.take_along_axis(scores, rows, axis=1)
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _load_npy(path: str) -> np.ndarray:
+    return np.load(io.BytesIO(fs.read_bytes(path)), allow_pickle=False)
+
+
+class CorpusIndex:
+    """Image and alt-text embeddings of a corpus with their items, searched by cosine similarity.
+
+    Args:
+        images: float32 `[N, D]`, unit-norm image embeddings; row i belongs to `items[i]`.
+        texts: float32 `[M, D]`, unit-norm alt-text embeddings.
+        text_items: int64 `[M]`, the item of each text row.
+        items: the N items.
+        model_uri: the model the embeddings came from.
+    """
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        texts: np.ndarray,
+        text_items: np.ndarray,
+        items: list[Item],
+        model_uri: str = "",
+    ):
+        if images.ndim != 2 or len(images) != len(items):
+            raise ValueError(f"images {images.shape} do not match {len(items)} items")
+        if texts.shape[1:] != images.shape[1:] or len(texts) != len(text_items):
+            raise ValueError(f"texts {texts.shape} / text_items {text_items.shape} do not match images")
+        self.images = np.ascontiguousarray(images, np.float32)
+        self.texts = np.ascontiguousarray(texts, np.float32)
+        self.text_items = np.asarray(text_items, np.int64)
+        self.items = list(items)
+        self.model_uri = model_uri
+
+    @property
+    def dim(self) -> int:
+        return int(self.images.shape[1])
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def search_images(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
+        """The `k` items whose image is nearest each query [Q, D], best first."""
+        rows, scores = _top_k(self._check(queries) @ self.images.T, k)
+        return [
+            [Hit(int(r), float(s), self.items[int(r)]) for r, s in zip(row, score, strict=True)]
+            for row, score in zip(rows, scores, strict=True)
+        ]
+
+    def search_texts(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
+        """The `k` alt-texts nearest each query [Q, D], best first, with the item each belongs to."""
+        rows, scores = _top_k(self._check(queries) @ self.texts.T, k)
+        return [
+            [self._text_hit(int(r), float(s)) for r, s in zip(row, score, strict=True)]
+            for row, score in zip(rows, scores, strict=True)
+        ]
+
+    def _text_hit(self, row: int, score: float) -> Hit:
+        item_id = int(self.text_items[row])
+        item = self.items[item_id]
+        position = int(np.sum(self.text_items[:row] == item_id))
+        return Hit(item_id, score, item, item.texts[position] if position < len(item.texts) else None)
+
+    def _check(self, queries: np.ndarray) -> np.ndarray:
+        queries = np.asarray(queries, np.float32)
+        if queries.ndim != 2 or queries.shape[1] != self.dim:
+            raise ValueError(f"queries of shape {queries.shape} do not match the index dimension {self.dim}")
+        return queries
+
+    def save(self, path: str) -> None:
+        """Writes the index folder described in the module docstring (the manifest last)."""
+        fs.makedirs(path)
+        fs.write_bytes(fs.join(path, IMAGES), _npy_bytes(self.images))
+        fs.write_bytes(fs.join(path, TEXTS), _npy_bytes(self.texts))
+        fs.write_bytes(fs.join(path, TEXT_ITEMS), _npy_bytes(self.text_items))
+        lines = [json.dumps(dataclasses.asdict(item), ensure_ascii=False) for item in self.items]
+        fs.write_text(fs.join(path, ITEMS), "".join(line + "\n" for line in lines))
+        manifest = {
+            "format": FORMAT,
+            "dim": self.dim,
+            "count": len(self.items),
+            "texts": len(self.texts),
+            "model_uri": self.model_uri,
+        }
+        fs.write_json(fs.join(path, MANIFEST), manifest)
+
+    @classmethod
+    def load(cls, path: str) -> CorpusIndex:
+        """Reads an index folder; a missing or foreign folder is a ValueError naming it."""
+        manifest_path = fs.join(path, MANIFEST)
+        if not fs.exists(manifest_path):
+            raise ValueError(f"{path}: not an index (no {MANIFEST})")
+        manifest = fs.read_json(manifest_path)
+        if manifest.get("format") != FORMAT:
+            raise ValueError(f"{path}: index format {manifest.get('format')!r}, this version reads {FORMAT}")
+        items = []
+        for line in fs.read_text(fs.join(path, ITEMS)).splitlines():
+            record = json.loads(line)
+            record["texts"] = tuple(record["texts"])
+            items.append(Item(**record))
+        return cls(
+            _load_npy(fs.join(path, IMAGES)),
+            _load_npy(fs.join(path, TEXTS)),
+            _load_npy(fs.join(path, TEXT_ITEMS)),
+            items,
+            manifest.get("model_uri", ""),
+        )

@@ -1,0 +1,41 @@
+import numpy as np
+import pytest
+
+from alignpipe.search.corpus_index import CorpusIndex, Item
+
+
+def _unit(rows):
+    rows = np.asarray(rows, np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def _index():
+    rng = np.random.default_rng(0)
+    images = _unit(rng.normal(size=(50, 8)))
+    items = [
+        Item(f"http://127.0.0.1/{i}.jpg", f"http://127.0.0.1/p{i}", (f"a{i}", f"b{i}"), f"{i:064x}")
+        for i in range(50)
+    ]
+    texts = np.repeat(images, 2, axis=0)
+    return CorpusIndex(images, texts, np.repeat(np.arange(50), 2), items, "models:/m/1")
+
+
+def test_search_matches_exact_ranking_and_round_trips(tmp_path):
+    index = _index()
+    queries = _unit(np.random.default_rng(1).normal(size=(5, 8)))
+    exact = np.argsort(-(queries @ index.images.T), axis=1)[:, :10]
+    hits = index.search_images(queries, k=10)
+    assert [[h.item_id for h in row] for row in hits] == exact.tolist()
+    assert all(row[i].score >= row[i + 1].score for row in hits for i in range(9))
+    index.save(str(tmp_path / "ix"))
+    again = CorpusIndex.load(str(tmp_path / "ix"))
+    assert again.items == index.items and again.model_uri == "models:/m/1"
+    texts = again.search_texts(index.images[[3]], k=2)[0]
+    assert {h.text for h in texts} == {"a3", "b3"} and {h.item_id for h in texts} == {3}
+
+
+def test_bad_queries_and_folders_are_one_line_errors(tmp_path):
+    with pytest.raises(ValueError, match="dimension 8"):
+        _index().search_images(np.zeros((1, 4), np.float32), k=3)
+    with pytest.raises(ValueError, match="not an index"):
+        CorpusIndex.load(str(tmp_path))
