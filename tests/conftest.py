@@ -45,3 +45,6 @@ def dead_url() -> str:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     return f"http://127.0.0.1:{port}/"
+
+
+from tests.gcs_emulator import gcs_bucket  # noqa: E402, F401  (the fixture, for every test module)

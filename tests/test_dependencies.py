@@ -28,6 +28,7 @@ OWN = {*PROJECT_PACKAGES, "tests", "bench"}
 NOT_IMPORTED = {
     "pytest-xdist": "a pytest plugin: `make test` runs `pytest -n auto`",
     "ruff": "the linter and formatter: `make lint`",
+    "gcp-storage-emulator": "Cloud Storage for the tests, run as `python -m gcp_storage_emulator`",
 }
 # Imported by bench/ only and not declared: installed beside the project as the named file says.
 BENCH_PEERS = {
