@@ -14,8 +14,10 @@ The backend (`train.backend`: tensorflow, jax) and, on TensorFlow, the strategy
 (`train.strategy`: default, mirrored, tpu) come from the config, so the same code
 trains on a laptop, a GPU VM and a TPU slice; `KERAS_BACKEND` is set from the config
 before Keras is imported. A multi-process JAX run (a multi-host TPU slice, several GPU
-VMs) joins its processes with `jax.distributed.initialize` when `JAX_COORDINATOR_ADDRESS`
-(`host:port` of process 0), `JAX_NUM_PROCESSES` and `JAX_PROCESS_ID` are set.
+VMs) joins its processes with `jax.distributed.initialize`, from `JAX_COORDINATOR_ADDRESS` /
+`JAX_NUM_PROCESSES` / `JAX_PROCESS_ID`, else from the `CLUSTER_SPEC` Vertex AI sets on every
+replica of a multi-replica job, else (a multi-host TPU slice) from the TPU VMs' own metadata
+(`alignpipe.training.processes`).
 Metrics go to the job's log and, with `--pipeline-job` (the pipeline's custom-job step,
 `components/custom_job.py`), to that pipeline run's MLflow train stage, as the kfp train
 component logs them.
@@ -70,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         if not cfg.train.checkpoint_dir and os.environ.get("AIP_CHECKPOINT_DIR"):
             cfg = cfg.replace(train__checkpoint_dir=os.environ["AIP_CHECKPOINT_DIR"])
             log.info("checkpoints: %s ($AIP_CHECKPOINT_DIR)", cfg.train.checkpoint_dir)
-        _start_backend(cfg.train.backend)
+        _start_backend(cfg)
         from alignpipe.training.checkpoints import Preempted
 
         try:
@@ -87,21 +89,29 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _start_backend(backend: str) -> None:
-    """Keras on `backend`; on JAX, the processes of a multi-process run joined."""
+def _start_backend(cfg: Config) -> None:
+    """Keras on `train.backend`; on JAX, the processes of a multi-process run joined
+    (`alignpipe.training.processes` says how each finds the others)."""
     from alignpipe.training.backend import select_keras_backend
 
-    select_keras_backend(backend)
-    if backend != "jax":
+    select_keras_backend(cfg.train.backend)
+    if cfg.train.backend != "jax":
         return
+    from alignpipe.config.accelerators import slice_of
     from alignpipe.training.jax_trainer import initialize_processes
+    from alignpipe.training.processes import process_group
 
-    if os.environ.get("JAX_COORDINATOR_ADDRESS"):
-        initialize_processes(
-            os.environ["JAX_COORDINATOR_ADDRESS"],
-            int(os.environ["JAX_NUM_PROCESSES"]),
-            int(os.environ["JAX_PROCESS_ID"]),
-        )
+    group = process_group(os.environ)
+    if group is not None:
+        log.info("process %d of %d, coordinator %s", group.process_id, group.num_processes, group.coordinator)
+        initialize_processes(group.coordinator, group.num_processes, group.process_id)
+        return
+    pool = slice_of(cfg.runner.accelerator, cfg.runner.accelerator_chips)
+    if pool.spec.kind == "tpu" and pool.hosts > 1:
+        import jax
+
+        log.info("a %d-VM TPU slice: JAX finds its processes from the TPU VMs' metadata", pool.hosts)
+        jax.distributed.initialize()
 
 
 def _train(cfg: Config, data_dir: str, model_dir: str, pipeline_job: str) -> dict:

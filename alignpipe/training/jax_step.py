@@ -31,6 +31,7 @@ import dataclasses
 
 import jax
 import numpy as np
+from jax._src import distributed  # the coordination service's barrier (no public API yet)
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from keras import ops
 
@@ -39,6 +40,7 @@ from alignpipe.model.dual_encoder import DualEncoder
 from alignpipe.training.optimizer import Optimizers
 
 BATCH_AXIS = "batch"
+COMPILE_BARRIER_TIMEOUT_MS = 30 * 60 * 1000  # a cold compile of a large model takes minutes
 
 
 def batch_mesh(devices: list | None = None) -> Mesh:
@@ -93,6 +95,7 @@ class DataParallelStep:
             out_shardings=(self.replicated, self.replicated, self.replicated),
             donate_argnums=0,
         )
+        self._executables: dict = {}  # compiled `_run` by batch shapes, for multi-process runs
         self._gradients = jax.jit(
             self._loss_and_gradients,
             in_shardings=(self.replicated, NamedSharding(mesh, PartitionSpec(BATCH_AXIS))),
@@ -169,15 +172,32 @@ class DataParallelStep:
         local = np.tile(np.asarray(host_values, np.int32), (len(self.mesh.local_devices), 1))
         shape = (self.mesh.size, local.shape[1])
         values = jax.make_array_from_process_local_data(self.per_device, local, shape)
-        state, losses, gathered = self._run(state, batches, values)
         if jax.process_count() == 1:
+            state, losses, gathered = self._run(state, batches, values)
             return state, losses, [list(host_values)]
+        state, losses, gathered = self._compiled(state, batches, values)(state, batches, values)
         rows = np.asarray(gathered.addressable_data(0))
         by_process = {
             device.process_index: row.tolist()
             for device, row in zip(self.mesh.devices.flat, rows, strict=True)
         }
         return state, losses, [by_process[p] for p in sorted(by_process)]
+
+    def _compiled(self, state: TrainState, batches: dict[str, jax.Array], values: jax.Array):
+        """The step compiled for these shapes, once every process has compiled it.
+
+        Processes compile at different speeds (a loaded host, a cold compilation cache), and
+        the first collective of a CPU run sets up gloo, which gives up when one process comes
+        30 s after the others: a barrier of the coordination service, with a timeout of its
+        own, lines them up after compiling and before running.
+        """
+        key = tuple((name, batch.shape) for name, batch in sorted(batches.items()))
+        if key not in self._executables:
+            executable = self._run.lower(state, batches, values).compile()
+            barrier = f"alignpipe-step-compiled-{len(self._executables)}"
+            distributed.global_state.client.wait_at_barrier(barrier, COMPILE_BARRIER_TIMEOUT_MS)
+            self._executables[key] = executable
+        return self._executables[key]
 
     def loss_and_gradients(self, state: TrainState, batch: dict[str, np.ndarray]) -> tuple:
         """The global batch's loss and the gradients of `state.trainable` (for tests)."""

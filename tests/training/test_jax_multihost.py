@@ -27,10 +27,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _slice(args: list[str], env: dict[str, str], pause_s: float = 0.0) -> list[subprocess.Popen]:
-    """Two processes of one run, joined through a coordinator on 127.0.0.1."""
-    coordinator = {"JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{_free_port()}", "JAX_NUM_PROCESSES": "2"}
-    return [_task(args, {**env, **coordinator, "JAX_PROCESS_ID": str(i)}, pause_s) for i in range(2)]
+def _slice(
+    args: list[str], env: dict[str, str], pause_s: float = 0.0, vertex: bool = False
+) -> list[subprocess.Popen]:
+    """Two processes of one run, joined through a coordinator on 127.0.0.1: told their places
+    by the JAX variables, or (`vertex`) by the CLUSTER_SPEC Vertex AI sets on each replica of
+    a two-replica worker pool."""
+    coordinator = f"127.0.0.1:{_free_port()}"
+    if vertex:
+        cluster = {"workerpool0": [coordinator, "127.0.0.1:1"]}
+        places = [
+            {"CLUSTER_SPEC": json.dumps({"cluster": cluster, "task": {"type": "workerpool0", "index": i}})}
+            for i in range(2)
+        ]
+    else:
+        joined = {"JAX_COORDINATOR_ADDRESS": coordinator, "JAX_NUM_PROCESSES": "2"}
+        places = [{**joined, "JAX_PROCESS_ID": str(i)} for i in range(2)]
+    return [_task(args, {**env, **place}, pause_s) for place in places]
 
 
 def _finish(processes: list[subprocess.Popen], expected: int = 0) -> list[str]:
@@ -76,7 +89,7 @@ def test_two_processes_of_four_devices_sigtermed_and_resumed_end_like_an_uninter
     assert len(stopped["stream_positions"]) == 2
     assert not os.path.exists(tmp_path / "model")
 
-    resumed = _finish(_slice(args("model"), env))
+    resumed = _finish(_slice(args("model"), env, vertex=True))  # a restarted job, as Vertex AI starts it
     assert f"resuming from {checkpoints}/ckpt-{stopped['step']}.npz" in resumed[1]
     expected, got = _latest_state(str(tmp_path / "reference-checkpoints")), _latest_state(checkpoints)
     record, expected_record = json.loads(str(got.pop("record"))), json.loads(str(expected.pop("record")))
