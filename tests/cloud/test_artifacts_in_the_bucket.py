@@ -31,7 +31,8 @@ from tests.cloud.mlflow_server import running_mlflow_server, terraform_artifact_
 from tests.gcs_emulator import running_gcs_emulator
 from tests.training.conftest import COLOURS, SMALL_RUN, encode, square_image, write_shards
 
-pytestmark = pytest.mark.large
+# one worker trains the model and runs the emulator once, for both tests
+pytestmark = [pytest.mark.large, pytest.mark.xdist_group("cloud-artifacts")]
 
 BUCKET = "alignpipe-test"
 # A variables-like file that puts the model over Cloud Run's limit, as real variables (about
