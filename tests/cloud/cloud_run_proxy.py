@@ -4,7 +4,8 @@ service puts on the requests it forwards.
 - A request without an `Authorization` header is refused with 403, as Cloud Run refuses a
   caller of a service behind IAM (no `allUsers` invoker). `accept`, when given, also judges
   the header and the service's URL (a Google ID token whose audience is that URL, as Cloud Run
-  checks it); a header it rejects gets 403 too.
+  checks it); a header it rejects gets 401, what public reports show Cloud Run answering a
+  token it cannot verify. Callers treat both alike (`components.mlflow_store.check_server`).
 - A request body over 32 MiB (`MAX_REQUEST_BYTES`, Cloud Run's limit for HTTP/1) is refused
   with 413 before anything reaches the service. The body is read to its end first, so that
   the client sees the 413 rather than a reset connection.
@@ -72,8 +73,10 @@ def _handler(proxy: CloudRunProxy) -> type[BaseHTTPRequestHandler]:
         def _forward(self) -> None:
             body, size = self._read_body()
             authorization = self.headers.get("Authorization")
-            if not authorization or (proxy.accept is not None and not proxy.accept(authorization, proxy.url)):
+            if not authorization:
                 self._answer(403, b"<html><body>Error: Forbidden</body></html>", size)
+            elif proxy.accept is not None and not proxy.accept(authorization, proxy.url):
+                self._answer(401, b"<html><body>Error: Unauthorized</body></html>", size)
             elif size > MAX_REQUEST_BYTES:
                 self._answer(413, b"<html><body>Error: Request Entity Too Large</body></html>", size)
             else:

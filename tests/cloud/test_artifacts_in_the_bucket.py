@@ -115,7 +115,7 @@ def test_a_champion_over_32_mib_is_registered_scored_and_warm_started_from(cloud
         padding = [b for b in blobs if b.name.endswith(f"/{PADDING}")]
         assert [b.size for b in padding] == [PADDING_BYTES]
         assert max(r.body_bytes for r in proxy.seen) < MAX_REQUEST_BYTES
-        assert not proxy.refused(403) and not proxy.refused(413)
+        assert not proxy.refused(401) and not proxy.refused(403) and not proxy.refused(413)
         assert cloud.issued and set(cloud.issued) == {proxy.url}  # ID tokens for the service's URL
 
         # Evaluation downloads the champion (the same model) and scores it as the challenger.

@@ -64,18 +64,18 @@ def _token(issuer: IdTokenIssuer, audience: str) -> str:
     return jwt.encode(issuer.signer, {"aud": audience, "iat": now, "exp": now + 600}).decode()
 
 
-def test_a_caller_without_a_valid_id_token_for_the_service_is_refused(upstream):
+def test_a_caller_without_a_token_or_with_one_for_another_service_is_refused(upstream):
     issuer = IdTokenIssuer()
     with running_cloud_run_proxy(upstream, accept=issuer.accepts) as proxy:
         assert _put(proxy.url, b"x", {})[0] == 403
-        assert _put(proxy.url, b"x", {"Authorization": "Bearer " + _token(issuer, "https://other")})[0] == 403
+        assert _put(proxy.url, b"x", {"Authorization": "Bearer " + _token(issuer, "https://other")})[0] == 401
         assert (
-            _put(proxy.url, b"x", {"Authorization": "Bearer " + _token(IdTokenIssuer(), proxy.url)})[0] == 403
+            _put(proxy.url, b"x", {"Authorization": "Bearer " + _token(IdTokenIssuer(), proxy.url)})[0] == 401
         )
         assert Upstream.received == []
         good = "Bearer " + _token(issuer, proxy.url)
         assert _put(proxy.url, b"xyz", {"Authorization": good}) == (200, f"3 {good}".encode())
-    assert [r.status for r in proxy.seen] == [403, 403, 403, 200]
+    assert [r.status for r in proxy.seen] == [403, 401, 401, 200]
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
