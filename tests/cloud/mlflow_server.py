@@ -33,11 +33,13 @@ def terraform_artifact_args(bucket: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def running_mlflow_server(root: Path, artifact_args: list[str]) -> Iterator[str]:
+def running_mlflow_server(
+    root: Path, artifact_args: list[str], env: dict[str, str] | None = None
+) -> Iterator[str]:
     """`mlflow server` with a SQLite store in `root` and `artifact_args`; yields its URL.
 
     The server inherits this process's environment (`STORAGE_EMULATOR_HOST` for a `gs://`
-    artifact store in the emulator)."""
+    artifact store in the emulator) with `env` over it."""
     root.mkdir(parents=True, exist_ok=True)
     port = _free_port()
     command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port)]
@@ -45,7 +47,12 @@ def running_mlflow_server(root: Path, artifact_args: list[str]) -> Iterator[str]
     with open(root / "server.log", "w") as log:
         # A session of its own: the server's workers are its children, stopped with it.
         process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, cwd=root, start_new_session=True
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=root,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
         )
     url = f"http://127.0.0.1:{port}"
     try:

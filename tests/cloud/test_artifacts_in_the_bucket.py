@@ -28,7 +28,7 @@ from components.stages import evaluate_stage, register_stage, train_stage
 from tests.cloud.cloud_run_proxy import MAX_REQUEST_BYTES, running_cloud_run_proxy
 from tests.cloud.google_id_tokens import service_account_key
 from tests.cloud.mlflow_server import running_mlflow_server, terraform_artifact_args
-from tests.gcs_emulator import running_gcs_emulator
+from tests.gcs_emulator import _free_port, running_gcs_emulator
 from tests.training.conftest import COLOURS, SMALL_RUN, encode, square_image, write_shards
 
 # one worker trains the model and runs the emulator once, for both tests
@@ -102,8 +102,11 @@ def _weights(model_dir: str) -> list[np.ndarray]:
 
 
 def test_a_champion_over_32_mib_is_registered_scored_and_warm_started_from(cloud, trained, tmp_path):
+    # The server's own way to Cloud Storage leads nowhere (a closed port on 127.0.0.1): it carries
+    # metadata only, so the whole flow works without it.
+    no_storage = {"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{_free_port()}"}
     with (
-        running_mlflow_server(tmp_path / "mlflow", terraform_artifact_args(BUCKET)) as server,
+        running_mlflow_server(tmp_path / "mlflow", terraform_artifact_args(BUCKET), no_storage) as server,
         running_cloud_run_proxy(server, accept=cloud.accepts) as proxy,
     ):
         cfg = _cfg(trained, proxy.url, tmp_path / "work")
