@@ -22,6 +22,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from alignpipe import fs
 from alignpipe.config import Config
+from alignpipe.config.validation import is_cloud_run_url
 from alignpipe.errors import AlignPipeError
 from components import mlflow_auth, mlflow_store
 from components.mlflow_store import tracking_uri
@@ -47,6 +48,7 @@ def connect(cfg: Config) -> str:
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(cfg.tracking.experiment)
     if experiment is not None:
+        check_artifact_location(uri, experiment)
         mlflow.set_experiment(experiment_id=experiment.experiment_id)
         return experiment.experiment_id
     location = None
@@ -57,8 +59,32 @@ def connect(cfg: Config) -> str:
         experiment_id = client.create_experiment(cfg.tracking.experiment, artifact_location=location)
     except mlflow.exceptions.MlflowException:  # created meanwhile by a concurrent task
         experiment_id = client.get_experiment_by_name(cfg.tracking.experiment).experiment_id
+    if is_cloud_run_url(uri):
+        check_artifact_location(uri, client.get_experiment(experiment_id))
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
+
+
+def check_artifact_location(uri: str, experiment: mlflow.entities.Experiment) -> None:
+    """Refuses an experiment whose artifacts a Cloud Run server would carry.
+
+    A location `mlflow-artifacts:/...` means MLflow's artifact proxy: every file is one request
+    to the server, and Cloud Run refuses request bodies over 32 MiB, so a real model could not
+    be registered (after its training). The server should hand out `gs://` locations
+    (`--no-serve-artifacts --default-artifact-root gs://...`, as infra/terraform runs it), which
+    clients write themselves; an experiment created before keeps its location.
+
+    Raises:
+        AlignPipeError: `uri` is a Cloud Run URL and the experiment's artifacts are proxied.
+    """
+    if is_cloud_run_url(uri) and experiment.artifact_location.startswith("mlflow-artifacts:"):
+        raise AlignPipeError(
+            f"MLflow experiment {experiment.name!r} at {uri} keeps its artifacts behind the server's "
+            f"artifact proxy ({experiment.artifact_location}), and Cloud Run refuses request bodies "
+            "over 32 MiB, so no real model can be registered: run the server with "
+            "--no-serve-artifacts --default-artifact-root gs://BUCKET/mlflow (infra/terraform) and "
+            "log to a new experiment (tracking.experiment)"
+        )
 
 
 def now_ms() -> int:

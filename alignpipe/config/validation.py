@@ -144,7 +144,7 @@ def validate(cfg: Config) -> Config:
         "'', 'google_id_token' or 'secret:projects/P/secrets/S/versions/V'",
     )
     _check(
-        not (cfg.tracking.auth.startswith("secret:") and _is_cloud_run(cfg.tracking.tracking_uri)),
+        not (cfg.tracking.auth.startswith("secret:") and is_cloud_run_url(cfg.tracking.tracking_uri)),
         "tracking.auth",
         cfg.tracking.auth,
         f"'google_id_token' for the Cloud Run server {cfg.tracking.tracking_uri} (Cloud Run's IAM takes "
@@ -267,7 +267,7 @@ def _is_callable_spec(text: str) -> bool:
     return _CALLABLE_SPEC.fullmatch(text) is not None
 
 
-def _is_cloud_run(uri: str) -> bool:
+def is_cloud_run_url(uri: str) -> bool:
     """Whether `uri` is a Cloud Run service's own URL (`https://NAME-HASH-REGION.a.run.app`, or
     `https://NAME-PROJECT_NUMBER.REGION.run.app`)."""
     import urllib.parse

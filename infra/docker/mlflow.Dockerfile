@@ -1,7 +1,7 @@
 # The MLflow tracking server that infra/terraform/mlflow.tf runs on Cloud Run (var.mlflow_image).
 # Cloud Run gives the command line (`mlflow server --backend-store-uri postgresql://...
-# --artifacts-destination gs://... --port 8080`, the database password from Secret Manager at
-# start), so the image holds no configuration and no secret. MLFLOW_VERSION must equal
+# --no-serve-artifacts --default-artifact-root gs://... --port 8080`, the database password from
+# Secret Manager at start), so the image holds no configuration and no secret. MLFLOW_VERSION must equal
 # pyproject.toml's mlflow pin (tests/infra/test_dockerfiles.py checks it).
 #
 #   docker build -f infra/docker/mlflow.Dockerfile -t alignpipe-mlflow:3.17.2 .
@@ -15,7 +15,8 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_ROOT_USER_ACTION=ignore \
     MLFLOW_DISABLE_TELEMETRY=true
 
-# psycopg2 for Cloud SQL (PostgreSQL), google-cloud-storage for the gs:// artifact store.
+# psycopg2 for Cloud SQL (PostgreSQL), google-cloud-storage for reading the gs:// artifact store
+# (the UI's artifact view; clients write it themselves).
 # SQLAlchemy is held at 2.0: from 2.1 on a bare postgresql:// URI (mlflow.tf's) means psycopg 3,
 # and the server would stop at start with "No module named 'psycopg'".
 RUN pip install --no-cache-dir \

@@ -76,15 +76,20 @@ resource "google_project_iam_member" "cloudbuild" {
 
 # --- the bucket ----------------------------------------------------------------------------
 
+# The pipeline's tasks read and write everything, MLflow's artifacts included: the MLflow
+# server does not carry them (--no-serve-artifacts, mlflow.tf), so the tasks that log, register
+# and download models reach gs://BUCKET/mlflow/ with this grant.
 resource "google_storage_bucket_iam_member" "pipelines_objects" {
   bucket = google_storage_bucket.pipeline.name
   role   = "roles/storage.objectAdmin"
   member = local.pipelines_member
 }
 
+# The MLflow server only reads artifacts: its UI shows a run's files from the bucket. Clients
+# write them with their own accounts.
 resource "google_storage_bucket_iam_member" "mlflow_objects" {
   bucket = google_storage_bucket.pipeline.name
-  role   = "roles/storage.objectAdmin"
+  role   = "roles/storage.objectViewer"
   member = local.mlflow_member
 }
 

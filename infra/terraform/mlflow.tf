@@ -1,9 +1,11 @@
 # The shared MLflow tracking server (tracking.tracking_uri): Cloud Run in front of Cloud SQL
-# for PostgreSQL (runs, metrics, registry) and the bucket's mlflow/ folder (artifacts,
-# proxied by the server, so clients need no bucket access of their own).
+# for PostgreSQL (runs, metrics, registry). It carries metadata only: model and run artifacts
+# live in the bucket's mlflow/ folder, which clients read and write themselves with their own
+# service account (--no-serve-artifacts). Through the server's artifact proxy every file would
+# be one request, and Cloud Run refuses request bodies over 32 MiB (a model's variables are GBs).
 
 locals {
-  mlflow_artifacts_destination = "gs://${local.bucket_name}/mlflow"
+  mlflow_artifact_root = "gs://${local.bucket_name}/mlflow"
   # Cloud Run mounts the Cloud SQL connector's Unix socket under /cloudsql.
   mlflow_db_socket = "/cloudsql/${google_sql_database_instance.mlflow.connection_name}"
   # Run through /bin/sh so that $DB_PASSWORD (from Secret Manager) lands in the URI at start;
@@ -13,7 +15,9 @@ locals {
   mlflow_server_command = join(" ", [
     "exec mlflow server",
     "--backend-store-uri \"postgresql://${google_sql_user.mlflow.name}:$DB_PASSWORD@/${google_sql_database.mlflow.name}?host=${local.mlflow_db_socket}\"",
-    "--artifacts-destination ${local.mlflow_artifacts_destination}",
+    # A new experiment's artifacts go to ARTIFACT_ROOT/<experiment id>/, a gs:// URI that the
+    # server hands to clients as it is (tests/cloud/test_artifacts_in_the_bucket.py).
+    "--no-serve-artifacts --default-artifact-root ${local.mlflow_artifact_root}",
     "--host 0.0.0.0 --port 8080 --workers 2",
     "--allowed-hosts '${var.name_prefix}-mlflow-*.run.app'",
   ])

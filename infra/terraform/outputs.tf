@@ -80,9 +80,9 @@ output "mlflow_auth" {
   value       = "google_id_token"
 }
 
-output "mlflow_artifacts_destination" {
-  description = "Where the MLflow server keeps artifacts."
-  value       = local.mlflow_artifacts_destination
+output "mlflow_artifact_root" {
+  description = "Where MLflow artifacts go (the server's --default-artifact-root); clients write and read it themselves."
+  value       = local.mlflow_artifact_root
 }
 
 output "alignpipe_settings" {

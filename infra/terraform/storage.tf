@@ -2,7 +2,8 @@
 #   gs://BUCKET/pipelines/                   Vertex AI pipeline root (runner.pipeline_root)
 #   gs://BUCKET/pipelines/dataflow/{temp,staging}/  Dataflow files, placed there by
 #                                            alignpipe.config.beam_pipeline_args
-#   gs://BUCKET/mlflow/                      MLflow artifacts (the server's --artifacts-destination)
+#   gs://BUCKET/mlflow/                      MLflow artifacts (the server's --default-artifact-root;
+#                                            clients read and write them directly)
 #   gs://BUCKET/templates/                   compiled pipelines published by cloudbuild.yaml
 locals {
   bucket_name     = var.bucket_name != "" ? var.bucket_name : "${var.project_id}-${var.name_prefix}"

@@ -37,7 +37,8 @@ variable "mlflow_image" {
   description = <<-EOT
     Image of the MLflow tracking server: any image with `mlflow` (3.17.2, as the project pins),
     `psycopg2-binary` and `google-cloud-storage` installed and /bin/sh. It is started as
-    `mlflow server --backend-store-uri postgresql://... --artifacts-destination gs://BUCKET/mlflow`
+    `mlflow server --backend-store-uri postgresql://... --no-serve-artifacts
+    --default-artifact-root gs://BUCKET/mlflow`
     (see mlflow.tf).
   EOT
   type        = string

@@ -104,3 +104,19 @@ def test_a_tracking_server_that_does_not_answer_fails_loudly(cfg):
     down = cfg.replace(tracking__tracking_uri=uri, tracking__server_wait_s=0.5)
     with pytest.raises(AlignPipeError, match=f"the MLflow tracking server {uri} does not answer"):
         tracking.connect(down)
+
+
+def test_a_cloud_run_server_that_would_carry_the_artifacts_is_refused():
+    """Its artifact proxy takes each file in one request, and Cloud Run refuses bodies over 32 MiB."""
+    from mlflow.entities import Experiment
+
+    run_app = "https://alignpipe-mlflow-abc123-uc.a.run.app"
+    proxied = Experiment("1", "align", "mlflow-artifacts:/1", "active")
+    with pytest.raises(AlignPipeError) as refused:
+        tracking.check_artifact_location(run_app, proxied)
+    message = str(refused.value)
+    assert "\n" not in message and message.startswith(f"MLflow experiment 'align' at {run_app} keeps")
+    assert "--no-serve-artifacts" in message and "tracking.experiment" in message
+    # In the bucket: clients write it themselves. On another server the proxy may be fine.
+    tracking.check_artifact_location(run_app, Experiment("2", "align", "gs://b/mlflow/2", "active"))
+    tracking.check_artifact_location("http://127.0.0.1:5000", proxied)

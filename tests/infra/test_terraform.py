@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from alignpipe.config import beam_pipeline_args, load_config
+from tests.cloud.mlflow_server import terraform_artifact_args
 from tests.infra import terraform_policy as policy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -110,15 +111,24 @@ def test_policy(module, check):
     assert not problems, "\n".join(problems)
 
 
+# What each account does with the bucket's objects. The pipelines account writes MLflow's
+# artifacts itself (the server runs with --no-serve-artifacts); the server only reads them.
+BUCKET_ROLES = {
+    "pipelines": "roles/storage.objectAdmin",
+    "mlflow": "roles/storage.objectViewer",
+    "cloudbuild": "roles/storage.objectAdmin",
+}
+
+
 def test_each_service_account_uses_the_bucket_through_bucket_iam(module):
     grants = policy.of_kind(module, "google_storage_bucket_iam_member")
-    for account in ("pipelines", "mlflow", "cloudbuild"):
+    for account, role in BUCKET_ROLES.items():
         assert any(
             g["bucket"] == "${google_storage_bucket.pipeline.name}"
-            and g["role"] == "roles/storage.objectAdmin"
+            and g["role"] == role
             and g["member"] == f"${{local.{account}_member}}"
             for g in grants.values()
-        ), f"google_service_account.{account}: no storage.objectAdmin on google_storage_bucket.pipeline"
+        ), f"google_service_account.{account}: no {role} on google_storage_bucket.pipeline"
     for name in ("pipelines", "mlflow", "cloudbuild"):
         member = module.locals[f"{name}_member"]
         assert member == f"serviceAccount:${{google_service_account.{name}.email}}", (
@@ -136,6 +146,19 @@ def test_secrets_and_the_mlflow_service_are_granted_on_the_resource(module):
     assert (invoker["role"], invoker["member"]) == ("roles/run.invoker", "${local.pipelines_member}"), (
         f"{address}: not run.invoker for the pipelines account"
     )
+
+
+def test_the_mlflow_server_carries_metadata_and_clients_write_the_bucket(module):
+    """Artifacts never pass through Cloud Run (32 MiB request bodies): the server hands out
+    gs:// locations in the bucket, which the pipelines account writes (BUCKET_ROLES).
+    tests/cloud/test_artifacts_in_the_bucket.py runs a real server with these flags."""
+    assert terraform_artifact_args("BUCKET") == [
+        "--no-serve-artifacts",
+        "--default-artifact-root",
+        "gs://BUCKET/mlflow",
+    ], "local.mlflow_server_command: artifacts are not left to the clients"
+    root = policy.substitute_locals(module.outputs["mlflow_artifact_root"]["value"], module)
+    assert root == "gs://${local.bucket_name}/mlflow", f"output.mlflow_artifact_root: {root!r}"
 
 
 def test_the_bucket_cleans_the_dataflow_folders_that_beam_pipeline_args_uses(module):
