@@ -9,6 +9,8 @@ A folder (local or `gs://`) holds:
 | texts.npy       | float32 `[texts, dim]`: unit-norm embeddings of the alt-texts       |
 | text_items.npy  | int64 `[texts]`: the item each text row belongs to                  |
 | items.jsonl     | one JSON object per item: `image_url`, `page_url`, `texts`, `sha256` |
+| thumbnails.bin  | the items' JPEG thumbnails (longest side <= 160 px), end to end     |
+| thumbnail_offsets.npy | int64 `[count + 1]`: item i's thumbnail is bytes `[o[i], o[i+1])` |
 
 Queries are unit-norm float32 vectors of the same model; the score is the cosine similarity
 (the dot product of unit vectors), the quantity ALIGN's contrastive loss trains.
@@ -32,6 +34,7 @@ from alignpipe import fs
 FORMAT = 1
 MANIFEST = "manifest.json"
 IMAGES, TEXTS, TEXT_ITEMS, ITEMS = "images.npy", "texts.npy", "text_items.npy", "items.jsonl"
+THUMBNAILS, THUMBNAIL_OFFSETS = "thumbnails.bin", "thumbnail_offsets.npy"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +87,8 @@ class CorpusIndex:
         text_items: int64 `[M]`, the item of each text row.
         items: the N items.
         model_uri: the model the embeddings came from.
+        thumbnails: the N items' JPEG thumbnails (`alignpipe.imaging.thumbnail`), None or
+            empty bytes where an item has none; None: no item has one.
     """
 
     def __init__(
@@ -93,6 +98,7 @@ class CorpusIndex:
         text_items: np.ndarray,
         items: list[Item],
         model_uri: str = "",
+        thumbnails: list[bytes | None] | None = None,
     ):
         if images.ndim != 2 or len(images) != len(items):
             raise ValueError(f"images {images.shape} do not match {len(items)} items")
@@ -103,6 +109,11 @@ class CorpusIndex:
         self.text_items = np.asarray(text_items, np.int64)
         self.items = list(items)
         self.model_uri = model_uri
+        if thumbnails is not None and len(thumbnails) != len(items):
+            raise ValueError(f"{len(thumbnails)} thumbnails do not match {len(items)} items")
+        sizes = [len(t or b"") for t in thumbnails or [b""] * len(items)]
+        self._thumbnail_offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
+        self._thumbnails = b"".join(t or b"" for t in thumbnails or [])
 
     @property
     def dim(self) -> int:
@@ -110,6 +121,13 @@ class CorpusIndex:
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def thumbnail(self, item_id: int) -> bytes | None:
+        """The item's JPEG thumbnail (longest side <= 160 px), or None if it has none."""
+        if not 0 <= item_id < len(self.items):
+            raise IndexError(f"item {item_id} is not in an index of {len(self.items)} items")
+        start, end = self._thumbnail_offsets[item_id], self._thumbnail_offsets[item_id + 1]
+        return self._thumbnails[start:end] if end > start else None
 
     def search_images(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
         """The `k` items whose image is nearest each query [Q, D], best first."""
@@ -145,6 +163,8 @@ class CorpusIndex:
         fs.write_bytes(fs.join(path, IMAGES), _npy_bytes(self.images))
         fs.write_bytes(fs.join(path, TEXTS), _npy_bytes(self.texts))
         fs.write_bytes(fs.join(path, TEXT_ITEMS), _npy_bytes(self.text_items))
+        fs.write_bytes(fs.join(path, THUMBNAILS), self._thumbnails)
+        fs.write_bytes(fs.join(path, THUMBNAIL_OFFSETS), _npy_bytes(self._thumbnail_offsets))
         lines = [json.dumps(dataclasses.asdict(item), ensure_ascii=False) for item in self.items]
         fs.write_text(fs.join(path, ITEMS), "".join(line + "\n" for line in lines))
         manifest = {
@@ -170,10 +190,17 @@ class CorpusIndex:
             record = json.loads(line)
             record["texts"] = tuple(record["texts"])
             items.append(Item(**record))
-        return cls(
+        index = cls(
             _load_npy(fs.join(path, IMAGES)),
             _load_npy(fs.join(path, TEXTS)),
             _load_npy(fs.join(path, TEXT_ITEMS)),
             items,
             manifest.get("model_uri", ""),
         )
+        if fs.exists(fs.join(path, THUMBNAIL_OFFSETS)):
+            offsets = _load_npy(fs.join(path, THUMBNAIL_OFFSETS))
+            if offsets.shape != (len(items) + 1,):
+                raise ValueError(f"{path}: {THUMBNAIL_OFFSETS} {offsets.shape} does not match the items")
+            index._thumbnail_offsets = offsets.astype(np.int64)
+            index._thumbnails = fs.read_bytes(fs.join(path, THUMBNAILS))
+        return index

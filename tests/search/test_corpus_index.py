@@ -39,3 +39,34 @@ def test_bad_queries_and_folders_are_one_line_errors(tmp_path):
         _index().search_images(np.zeros((1, 4), np.float32), k=3)
     with pytest.raises(ValueError, match="not an index"):
         CorpusIndex.load(str(tmp_path))
+
+
+def _png(width, height):
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 40, 10)).save(out, "PNG")
+    return out.getvalue()
+
+
+def test_thumbnails_are_small_jpegs_kept_through_save_and_load(tmp_path):
+    import io
+
+    from PIL import Image
+
+    from alignpipe.imaging.thumbnail import make_thumbnail
+
+    base = _index()
+    thumbnails = [make_thumbnail(_png(640, 320)) if i % 2 == 0 else None for i in range(len(base))]
+    thumbnails[1] = make_thumbnail(b"not an image")  # None: no thumbnail for that item
+    index = CorpusIndex(base.images, base.texts, base.text_items, base.items, "m", thumbnails)
+    index.save(str(tmp_path / "ix"))
+    again = CorpusIndex.load(str(tmp_path / "ix"))
+    with Image.open(io.BytesIO(again.thumbnail(0))) as image:
+        assert image.format == "JPEG" and image.size == (160, 80)
+    assert again.thumbnail(1) is None and again.thumbnail(3) is None
+    assert again.thumbnail(48) == thumbnails[48]
+    with pytest.raises(IndexError, match="item 50"):
+        again.thumbnail(50)
