@@ -70,3 +70,24 @@ def test_thumbnails_are_small_jpegs_kept_through_save_and_load(tmp_path):
     assert again.thumbnail(48) == thumbnails[48]
     with pytest.raises(IndexError, match="item 50"):
         again.thumbnail(50)
+
+
+def test_from_ann_min_vectors_on_the_search_goes_through_a_saved_hnsw_graph(tmp_path):
+    from tests.search.test_hnsw_graph import clustered_unit_vectors, exact_top_10, recall_at_10
+
+    data = clustered_unit_vectors(3100, 32, 30, seed=2)
+    images, queries = data[:3000], data[3000:]
+    items = [Item(f"http://127.0.0.1/{i}.jpg", "", (f"t{i}",), f"{i:064x}") for i in range(3000)]
+    index = CorpusIndex(images, images, np.arange(3000), items, "m", ann_min_vectors=1000)
+    found = np.array([[h.item_id for h in row] for row in index.search_images(queries, k=10)])
+    assert recall_at_10(found, exact_top_10(images, queries)) >= 0.95
+    index.save(str(tmp_path / "ix"))
+    assert (tmp_path / "ix" / "images.hnsw").exists() and (tmp_path / "ix" / "texts.hnsw").exists()
+    again = CorpusIndex.load(str(tmp_path / "ix"))
+    assert again.ann_min_vectors == 1000 and set(again._graphs) == {"images", "texts"}
+    assert [[h.item_id for h in row] for row in again.search_images(queries, k=10)] == found.tolist()
+    texts = again.search_texts(queries[:3], k=4)
+    assert all(len(row) == 4 and row[0].text == f"t{row[0].item_id}" for row in texts)
+    exact = CorpusIndex(images, images, np.arange(3000), items, "m", ann_min_vectors=5000)
+    top = [[h.item_id for h in row] for row in exact.search_images(queries, k=10)]
+    assert top == exact_top_10(images, queries).tolist() and exact._graphs == {}  # no graph below it
