@@ -286,6 +286,7 @@ def index_stage(
         if report["rebuilt"]:
             mlflow.set_tag("index_rebuilt", report["rebuilt"])
         counts = ("items", "texts", "images_embedded", "texts_embedded", "items_kept", "seconds")
+        counts += ("undecodable_images", "undecodable_image_texts")
         _publish(metrics, {f"index_{k}" if k == "seconds" else k: float(report[k]) for k in counts})
         mlflow.log_dict(report, "index_report.json")
     return report

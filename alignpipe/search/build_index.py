@@ -47,6 +47,8 @@ class IndexReport:
     images_embedded: int  # new images this run embedded
     texts_embedded: int  # new alt-texts this run embedded
     items_kept: int  # items of the earlier index kept with their vectors
+    undecodable_images: int  # new images left out: they cannot be decoded
+    undecodable_image_texts: int  # their alt-texts, left out with them
     rebuilt: str  # why the earlier index was not extended ("" when it was, or there was none)
     model_uri: str
     model_fingerprint: str
@@ -193,7 +195,7 @@ def build_index(cfg: Config, model: str, data_dir: str, out_dir: str, model_uri:
         log.info("index %s: %s", out_dir, rebuilt)
     staging = fs.join(out_dir, STAGING, uuid.uuid4().hex)
     fs.makedirs(staging)
-    embed_corpus(
+    counts = embed_corpus(
         beam_pipeline_args(cfg),
         saved_model,
         data_dir,
@@ -205,14 +207,18 @@ def build_index(cfg: Config, model: str, data_dir: str, out_dir: str, model_uri:
     records = read_embedded(staging)
     dim = _embed_dim(earlier, records)
     index = extend_index(earlier, records, dim, model_uri or model, fingerprint, cfg.index.ann_min_vectors)
+    if earlier is not None:
+        index.extend_graphs(earlier)  # new vectors are linked in; the graph is not rebuilt
     index.save(out_dir)
     _remove_staging(out_dir)
     return IndexReport(
         items=len(index),
         texts=len(index.texts),
-        images_embedded=sum(r["image"].size > 0 for r in records),
-        texts_embedded=sum(len(r["texts"]) for r in records),
+        images_embedded=counts["images_embedded"],
+        texts_embedded=counts["texts_embedded"],
         items_kept=len(earlier) if earlier else 0,
+        undecodable_images=counts["undecodable_images"],
+        undecodable_image_texts=counts["undecodable_image_texts"],
         rebuilt=rebuilt,
         model_uri=index.model_uri,
         model_fingerprint=fingerprint,
@@ -233,4 +239,4 @@ def _embed_dim(earlier: CorpusIndex | None, records: list[dict]) -> int:
     for record in records:
         if record["image"].size:
             return int(record["image"].size)
-    raise InputError("no image could be embedded: the data folder's shards hold no pairs")
+    raise InputError("no image could be embedded: the data folder's shards hold no decodable image")

@@ -169,6 +169,15 @@ class CorpusIndex:
             return _top_k(queries @ matrix.T, k)
         return self.graph(name).search(queries, min(k, len(matrix)))
 
+    def extend_graphs(self, earlier: CorpusIndex) -> None:
+        """Takes the HNSW graphs `earlier` has (loaded or built), linking this index's rows after
+        earlier's into them: for an index whose rows begin with all of `earlier`'s, in order."""
+        for name, graph in earlier._graphs.items():
+            matrix = getattr(self, name)
+            if len(graph) <= len(matrix):
+                graph.add(matrix[len(graph) :])
+                self._graphs[name] = graph
+
     def graph(self, name: str) -> HnswGraph:
         """The HNSW graph of `images` or `texts`, built on first use."""
         if name not in self._graphs:

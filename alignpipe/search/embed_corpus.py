@@ -30,6 +30,7 @@ import json
 import apache_beam as beam
 import numpy as np
 from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -53,13 +54,16 @@ class NewContent:
     page_url: str
     image_bytes: bytes | None  # None: the index holds the image already
     texts: tuple[str, ...]
+    thumbnail: bytes = b""  # of a new image
 
 
 def new_content(sha256: str, grouped: dict) -> list[NewContent]:
     """The new content of one sha256 from its kept `pairs` and the `known` texts of the index.
 
     The item's URLs are those of its first pair in (image URL, page URL) order, so that a
-    rerun over the same shards describes the item the same way.
+    rerun over the same shards describes the item the same way. A new image that cannot be
+    decoded (no thumbnail) is left out, counted with its alt-texts (`undecodable_images`,
+    `undecodable_image_texts`).
     """
     pairs = sorted(grouped["pairs"], key=lambda p: (p.image_url, p.page_url, p.text))
     if not pairs:
@@ -70,22 +74,27 @@ def new_content(sha256: str, grouped: dict) -> list[NewContent]:
     image = None if known else pairs[0].image_bytes
     if image is None and not texts:
         return []
+    thumbnail = make_thumbnail(image) if image is not None else b""
+    if thumbnail is None:
+        beam.metrics.Metrics.counter(COUNTERS, "undecodable_images").inc()
+        beam.metrics.Metrics.counter(COUNTERS, "undecodable_image_texts").inc(len(texts))
+        return []
     first = pairs[0]
-    return [NewContent(sha256, first.image_url, first.page_url, image, texts)]
+    return [NewContent(sha256, first.image_url, first.page_url, image, texts, thumbnail)]
 
 
 def embedded_record(sha256: str, grouped: dict) -> bytes:
     """The output record of one item (module docstring) from its joined content and embeddings."""
     (content,) = grouped["content"]
-    image = list(grouped["image"])
+    image = list(grouped["image"])  # [D] or nothing
     by_text = dict(grouped["texts"])
     example = Example()
     feature = example.features.feature
     for key, value in (("sha256", content.sha256), ("image/url", content.image_url)):
         feature[key].bytes_list.value.append(value.encode("utf-8"))
     feature["page/url"].bytes_list.value.append(content.page_url.encode("utf-8"))
-    feature["image/embedding"].float_list.value.extend(image[0][0] if image else [])
-    feature["image/thumbnail"].bytes_list.value.append(image[0][1] if image else b"")
+    feature["image/embedding"].float_list.value.extend(image[0] if image else [])
+    feature["image/thumbnail"].bytes_list.value.append(content.thumbnail)
     feature["texts"].bytes_list.value.extend(t.encode("utf-8") for t in content.texts)
     vectors = [by_text[t] for t in content.texts]
     feature["text/embeddings"].float_list.value.extend(np.concatenate(vectors) if vectors else [])
@@ -115,7 +124,7 @@ def embed_corpus(
     known_items: str = "",
     image_batch_size: int = 32,
     text_batch_size: int = 256,
-) -> None:
+) -> dict[str, int]:
     """Runs the pipeline; the new items' records go to `out_dir`.
 
     Args:
@@ -124,6 +133,10 @@ def embed_corpus(
         data_dir: the filter's kept pair shards (`pairs-*.tfrecord.gz`).
         out_dir: where the `embedded-*.tfrecord.gz` shards go.
         known_items: the `items.jsonl` of the index being extended ("" for a new index).
+
+    Returns:
+        The pipeline's counts: `images_embedded`, `texts_embedded`, `undecodable_images` and
+        `undecodable_image_texts` (left out with them).
     """
     image_model = KeyedModelHandler(
         SignatureModelHandler(saved_model_dir, IMAGE_SIGNATURE, "images", image_batch_size)
@@ -131,62 +144,69 @@ def embed_corpus(
     text_model = KeyedModelHandler(
         SignatureModelHandler(saved_model_dir, TEXT_SIGNATURE, "texts", text_batch_size)
     )
-    with beam.Pipeline(options=PipelineOptions(beam_args)) as p:
-        pairs = (
-            p
-            | "ReadPairs"
-            >> beam.io.ReadFromTFRecord(shard_pattern(data_dir), compression_type=CompressionTypes.GZIP)
-            | "ParsePairs" >> beam.Map(ImageTextPair.from_example)
-            | "BySha256" >> beam.Map(lambda pair: (pair.sha256, pair))
+    p = beam.Pipeline(options=PipelineOptions(beam_args))
+    content = _new_content(p, data_dir, known_items)
+    image_vectors = (
+        content
+        | "NewImages" >> beam.Filter(lambda c: c.image_bytes is not None)
+        | "ImageBytes" >> beam.Map(lambda c: (c.sha256, c.image_bytes))
+        | "EmbedImages" >> RunInference(image_model)
+        | "CountImages" >> beam.Map(_count("images_embedded"))
+        | "ImageVector" >> beam.MapTuple(lambda sha, result: (sha, result.inference))
+    )
+    texts = (
+        content
+        | "NewTexts" >> beam.FlatMap(lambda c: [((c.sha256, t), t) for t in c.texts])
+        | "EmbedTexts" >> RunInference(text_model)
+        | "CountTexts" >> beam.Map(_count("texts_embedded"))
+        | "TextVector" >> beam.MapTuple(lambda key, result: (key[0], (key[1], result.inference)))
+    )
+    metadata = content | "Metadata" >> beam.Map(
+        lambda c: (c.sha256, dataclasses.replace(c, image_bytes=None))
+    )
+    (
+        {"content": metadata, "image": image_vectors, "texts": texts}
+        | "JoinEmbeddings" >> beam.CoGroupByKey()
+        | "Records" >> beam.MapTuple(embedded_record)
+        | "WriteEmbedded"
+        >> beam.io.WriteToTFRecord(
+            fs.join(out_dir, EMBEDDED_PREFIX),
+            file_name_suffix=EMBEDDED_SUFFIX,
+            compression_type=CompressionTypes.GZIP,
         )
-        known = (
-            p | "ReadKnown" >> beam.io.ReadFromText(known_items) | "KnownTexts" >> beam.Map(_known_texts)
-            if known_items
-            else p | "NoneKnown" >> beam.Create([])
-        )
-        content = (
-            {"pairs": pairs, "known": known}
-            | "JoinKnown" >> beam.CoGroupByKey()
-            | "NewContent" >> beam.FlatMapTuple(new_content)
-        )
-        images = (
-            content
-            | "NewImages" >> beam.Filter(lambda c: c.image_bytes is not None)
-            | "ImageBytes" >> beam.Map(lambda c: (c.sha256, c.image_bytes))
-        )
-        embedded_images = (
-            images
-            | "EmbedImages" >> RunInference(image_model)
-            | "CountImages" >> beam.Map(_count("images_embedded"))
-            | "ImageVector" >> beam.MapTuple(lambda sha, result: (sha, result.inference))
-        )
-        thumbnails = images | "Thumbnails" >> beam.MapTuple(
-            lambda sha, data: (sha, make_thumbnail(data) or b"")
-        )
-        image_out = (
-            {"vector": embedded_images, "thumbnail": thumbnails}
-            | "JoinImage" >> beam.CoGroupByKey()
-            | "ImageOut"
-            >> beam.MapTuple(lambda sha, g: (sha, (list(g["vector"])[0], list(g["thumbnail"])[0])))
-        )
-        texts = (
-            content
-            | "NewTexts" >> beam.FlatMap(lambda c: [((c.sha256, t), t) for t in c.texts])
-            | "EmbedTexts" >> RunInference(text_model)
-            | "CountTexts" >> beam.Map(_count("texts_embedded"))
-            | "TextVector" >> beam.MapTuple(lambda key, result: (key[0], (key[1], result.inference)))
-        )
-        metadata = content | "Metadata" >> beam.Map(
-            lambda c: (c.sha256, dataclasses.replace(c, image_bytes=None))
-        )
-        (
-            {"content": metadata, "image": image_out, "texts": texts}
-            | "JoinEmbeddings" >> beam.CoGroupByKey()
-            | "Records" >> beam.MapTuple(embedded_record)
-            | "WriteEmbedded"
-            >> beam.io.WriteToTFRecord(
-                fs.join(out_dir, EMBEDDED_PREFIX),
-                file_name_suffix=EMBEDDED_SUFFIX,
-                compression_type=CompressionTypes.GZIP,
-            )
-        )
+    )
+    result = p.run()
+    result.wait_until_finish()
+    return _counts(result)
+
+
+def _new_content(p: beam.Pipeline, data_dir: str, known_items: str) -> beam.PCollection:
+    """The `NewContent` of the kept pairs against the known items, one per sha256."""
+    pairs = (
+        p
+        | "ReadPairs"
+        >> beam.io.ReadFromTFRecord(shard_pattern(data_dir), compression_type=CompressionTypes.GZIP)
+        | "ParsePairs" >> beam.Map(ImageTextPair.from_example)
+        | "BySha256" >> beam.Map(lambda pair: (pair.sha256, pair))
+    )
+    known = (
+        p | "ReadKnown" >> beam.io.ReadFromText(known_items) | "KnownTexts" >> beam.Map(_known_texts)
+        if known_items
+        else p | "NoneKnown" >> beam.Create([])
+    )
+    return (
+        {"pairs": pairs, "known": known}
+        | "JoinKnown" >> beam.CoGroupByKey()
+        | "NewContent" >> beam.FlatMapTuple(new_content)
+    )
+
+
+def _counts(result) -> dict[str, int]:
+    counters = result.metrics().query(MetricsFilter().with_namespace(COUNTERS))["counters"]
+    counts = dict.fromkeys(
+        ("images_embedded", "texts_embedded", "undecodable_images", "undecodable_image_texts"), 0
+    )
+    for counter in counters:
+        value = counter.committed if counter.committed is not None else counter.attempted
+        counts[counter.key.metric.name] += int(value or 0)
+    return counts

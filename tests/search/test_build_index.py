@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 
@@ -86,6 +87,20 @@ def test_an_index_of_another_model_is_rebuilt(model_dir, tmp_path):
     row = [i.sha256 for i in index.items].index(square_pairs([40], 1)[0].sha256)
     vector = _embed(other, "embed_image", "images", [square_pairs([40], 1)[0].image_bytes])[0]
     np.testing.assert_allclose(index.images[row], vector, atol=1e-5)
+
+
+def test_an_image_that_cannot_be_decoded_is_left_out_and_counted_with_its_texts(model_dir, tmp_path):
+    good = square_pairs([40, 41], texts_per_image=1)
+    broken = [
+        dataclasses.replace(pair, image_bytes=b"\x89PNG\r\n\x1a\n" + b"\0" * 40, sha256=f"{n:064x}")
+        for n, pair in enumerate(square_pairs([50], texts_per_image=2))
+    ]
+    broken[1] = dataclasses.replace(broken[1], sha256=broken[0].sha256, image_bytes=broken[0].image_bytes)
+    write_pair_shard(str(tmp_path / "kept"), 0, good + broken)
+    report = build_index(index_config(), model_dir, str(tmp_path / "kept"), str(tmp_path / "index"))
+    assert (report.items, report.images_embedded, report.texts_embedded) == (2, 2, 2)
+    assert (report.undecodable_images, report.undecodable_image_texts) == (1, 2)
+    assert {i.sha256 for i in CorpusIndex.load(str(tmp_path / "index")).items} == {p.sha256 for p in good}
 
 
 def test_missing_and_foreign_folders_are_one_line_input_errors(model_dir, tmp_path):

@@ -91,3 +91,16 @@ def test_from_ann_min_vectors_on_the_search_goes_through_a_saved_hnsw_graph(tmp_
     exact = CorpusIndex(images, images, np.arange(3000), items, "m", ann_min_vectors=5000)
     top = [[h.item_id for h in row] for row in exact.search_images(queries, k=10)]
     assert top == exact_top_10(images, queries).tolist() and exact._graphs == {}  # no graph below it
+
+
+def test_an_extended_index_links_its_new_rows_into_the_earlier_graphs():
+    from tests.search.test_hnsw_graph import clustered_unit_vectors
+
+    data = clustered_unit_vectors(2400, 16, 20, seed=3)
+    items = [Item("", "", (f"t{i}",), f"{i:064x}") for i in range(2400)]
+    earlier = CorpusIndex(data[:2000], data[:2000], np.arange(2000), items[:2000], ann_min_vectors=1000)
+    earlier.search_images(data[:1], k=1)  # builds the images graph
+    grown = CorpusIndex(data, data, np.arange(2400), items, ann_min_vectors=1000)
+    grown.extend_graphs(earlier)
+    assert set(grown._graphs) == {"images"} and len(grown._graphs["images"]) == 2400
+    assert [row[0].item_id for row in grown.search_images(data[2300:2310], k=1)] == list(range(2300, 2310))
