@@ -17,7 +17,7 @@ import types
 from typing import NamedTuple
 
 from kfp import dsl
-from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Model, Output
+from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Model, Output
 
 
 def start_tracking(
@@ -142,6 +142,29 @@ def register(
     ]
 
 
+def index_corpus(
+    config_json: str,
+    pipeline_job: str,
+    model: Input[Model],
+    pairs: Input[Dataset],
+    index: Output[Artifact],
+    metrics: Output[Metrics],
+) -> str:
+    """Embeds every kept image and its alt-texts with the model into the corpus index, kept at
+    `index.path` (extended run after run) or, when that is empty, in the `index` artifact.
+    Returns the index folder ("" when `index.enabled` is false)."""
+    from alignpipe.config import Config
+    from components.stages import index_stage
+
+    cfg = Config.from_json(config_json)
+    if not cfg.index.enabled:
+        return ""
+    out = cfg.index.path or index.uri
+    index_stage(config_json, pipeline_job, model.uri, pairs.uri, out, metrics)
+    index.metadata["index_uri"] = out
+    return out
+
+
 def finish_tracking(config_json: str, pipeline_job: str, overrides: str, status: dsl.PipelineTaskFinalStatus):
     """Ends the MLflow parent run with the pipeline's final state (exit handler). It runs even
     when the first task failed, so it reads the tracking settings from the template's config
@@ -170,6 +193,7 @@ def build_components(cfg) -> types.SimpleNamespace:
         "scrape": scrape,
         "filter_pairs": filter_pairs,
         "register": register,
+        "index_corpus": index_corpus,
         "finish_tracking": finish_tracking,
     }
     trainer = {name: globals()[name] for name in TRAINER_STEPS}

@@ -1,4 +1,4 @@
-"""The five stages as plain functions: core call + MLflow logging.
+"""The stages as plain functions: core call + MLflow logging.
 
 kfp components (`components/ops.py`) and the CLI's stage commands call exactly
 these, so a stage behaves the same in a DAG and on its own. `pipeline_job` names
@@ -243,6 +243,85 @@ def register_stage(
     with tracking.stage_run(cfg, pipeline_job, "register"):
         decision = register_model(cfg, model_dir, eval_metrics, champion)
     return decision
+
+
+def index_stage(
+    config_json: str,
+    pipeline_job: str,
+    model: str,
+    data_dir: str,
+    out_dir: str,
+    metrics: MetricsSink | None = None,
+) -> dict:
+    """Embeds the kept pairs in `data_dir` with `model` into the corpus index at `out_dir`
+    (`alignpipe.search.build_index`): extended when it was built by the same model.
+
+    Args:
+        model: a model folder written by train, or a registered model `models:/NAME/VERSION`
+            (or `models:/NAME@ALIAS`), downloaded first.
+        out_dir: the index folder (local or gs://).
+
+    Returns:
+        The `IndexReport` as a dict; the MLflow run gets the model's URI and version as params,
+        the counts as metrics and the report as `index_report.json`.
+    """
+    from alignpipe.search.build_index import build_index
+
+    cfg = Config.from_json(config_json)
+    with tracking.stage_run(cfg, pipeline_job, "index"), tempfile.TemporaryDirectory() as tmp:
+        model_uri = model
+        if model.startswith("models:/"):
+            model = _registered_model_dir(model, tmp)
+        elif pipeline_job:
+            model_uri = _registered_uri(cfg, pipeline_job) or model
+        report = build_index(cfg, model, data_dir, out_dir, model_uri=model_uri).to_dict()
+        mlflow.log_params(
+            {
+                "index.model_uri": model_uri,
+                "index.model_fingerprint": report["model_fingerprint"],
+                "index.uri": out_dir,
+            }
+        )
+        mlflow.set_tags({"index_uri": out_dir, "index_model_uri": model_uri})
+        if report["rebuilt"]:
+            mlflow.set_tag("index_rebuilt", report["rebuilt"])
+        counts = ("items", "texts", "images_embedded", "texts_embedded", "items_kept", "seconds")
+        counts += ("undecodable_images", "undecodable_image_texts")
+        _publish(metrics, {f"index_{k}" if k == "seconds" else k: float(report[k]) for k in counts})
+        mlflow.log_dict(report, "index_report.json")
+    return report
+
+
+def _registered_model_dir(model_uri: str, tmp: str) -> str:
+    """The model folder of a registered model version, downloaded into `tmp`."""
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+
+    from alignpipe.errors import InputError
+    from alignpipe.model.encoder import CONFIG_FILE
+
+    try:
+        root = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)
+    except MlflowException as e:
+        raise InputError(f"model {model_uri!r} cannot be downloaded: {e}") from None
+    for folder, _, files in os.walk(root):
+        if CONFIG_FILE in files:
+            return folder
+    raise InputError(f"model {model_uri!r} holds no model folder ({CONFIG_FILE})")
+
+
+def _registered_uri(cfg: Config, pipeline_job: str) -> str:
+    """`models:/NAME/VERSION` of the version the register stage of `pipeline_job` registered,
+    or "" when it has none (the stage failed or is not in the run)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking.tracking_uri(cfg))
+    query = (
+        f"tags.`{tracking.PIPELINE_JOB_TAG}` = '{pipeline_job}' and tags.`{tracking.STAGE_TAG}` = 'register'"
+    )
+    runs = client.search_runs([tracking.connect(cfg)], query, max_results=1)
+    version = runs[0].data.tags.get("model_version") if runs else None
+    return f"models:/{cfg.register.model_name}/{version}" if version else ""
 
 
 def _local(path: str) -> str:

@@ -1,5 +1,5 @@
-"""The ALIGN DAG: scrape -> filter -> train -> evaluate -> register (the last four skipped when an
-incremental scrape found nothing new).
+"""The ALIGN DAG: scrape -> filter -> train -> evaluate -> register -> index (the corpus index,
+when `index.enabled`); all after scrape skipped when an incremental scrape found nothing new.
 
 The same pipeline function runs under kfp's local runner and compiles to the
 YAML that Vertex AI Pipelines (or Kubeflow) executes. The whole config travels
@@ -61,7 +61,7 @@ def build_pipeline(cfg: Config):
         return spec.outputs["model"], trained
 
     def steps_after_scrape(config_json, job, scraped):
-        """filter -> train -> evaluate -> register, on the scrape's pairs."""
+        """filter -> train -> evaluate -> register (-> index), on the scrape's pairs."""
         filtered = sized(
             ops.filter_pairs(config_json=config_json, pipeline_job=job, raw_pairs=scraped.outputs["pairs"])
         )
@@ -77,7 +77,7 @@ def build_pipeline(cfg: Config):
             ops.evaluate(config_json=config_json, pipeline_job=job, model=model).after(trained),
             trainer=True,
         )
-        sized(
+        registered = sized(
             ops.register(
                 config_json=config_json,
                 pipeline_job=job,
@@ -86,6 +86,12 @@ def build_pipeline(cfg: Config):
                 champion_metrics=evaluated.outputs["champion_metrics"],
             )
         )
+        if cfg.index.enabled:
+            sized(
+                ops.index_corpus(
+                    config_json=config_json, pipeline_job=job, model=model, pairs=filtered.outputs["pairs"]
+                ).after(registered)
+            )
 
     @dsl.pipeline(name=PIPELINE_NAME, description="ALIGN: noisy alt-text pairs -> dual encoder.")
     def align_pipeline(

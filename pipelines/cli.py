@@ -134,6 +134,15 @@ def cmd_register(args: argparse.Namespace) -> None:
     print(json.dumps(decision, indent=2))
 
 
+def cmd_index(args: argparse.Namespace) -> None:
+    from components.stages import index_stage
+
+    if not args.model.startswith("models:/"):
+        _require_dir(args.model, "model")
+    _require_dir(args.data, "data")
+    print(json.dumps(index_stage(_config(args).to_json(), "", args.model, args.data, args.out), indent=2))
+
+
 def _cloud_config(args: argparse.Namespace) -> Config:
     """The config of a job that runs elsewhere: no local path resolution, --project etc. applied."""
     overrides = list(args.set or [])
@@ -292,6 +301,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("register", cmd_register, "register a model in MLflow; promote it if it beats the champion")
     p.add_argument("--model", required=True, help="model folder written by train")
     p.add_argument("--metrics", required=True, help="metrics JSON written by evaluate --out")
+    p = add(
+        "index",
+        cmd_index,
+        "embed every kept image and its alt-texts into a searchable corpus index (extends an "
+        "index of the same model: only new pairs are embedded)",
+    )
+    p.add_argument(
+        "--model",
+        required=True,
+        help="model folder written by train, or a registered model: models:/NAME/VERSION, models:/NAME@ALIAS",
+    )
+    p.add_argument("--data", required=True, help="folder of kept pair shards (the filter's output)")
+    p.add_argument("--out", required=True, help="index folder: new, or an index to extend (local or gs://)")
     p = add(
         "submit",
         cmd_submit,

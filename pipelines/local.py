@@ -30,11 +30,14 @@ DEMO_CLASSIFICATION = "demo_shapes"
 
 
 def resolve_paths(cfg: Config) -> Config:
-    """Makes the work folder absolute and fixes the tracking URI (kfp tasks run elsewhere)."""
+    """Makes the work folder absolute and fixes the tracking URI (kfp tasks run elsewhere); the
+    corpus index is kept in `<work_dir>/index` unless `index.path` says otherwise."""
     from components.mlflow_store import tracking_uri
 
     work_dir = os.path.abspath(cfg.runner.work_dir)
-    cfg = cfg.replace(runner__work_dir=work_dir)
+    cfg = cfg.replace(
+        runner__work_dir=work_dir, index__path=cfg.index.path or os.path.join(work_dir, "index")
+    )
     return cfg.replace(tracking__tracking_uri=tracking_uri(cfg))
 
 

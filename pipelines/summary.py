@@ -8,7 +8,7 @@ from alignpipe.config import Config
 from alignpipe.filtering.rules import REASONS
 from components import tracking
 
-STAGES = ("scrape", "filter", "train", "evaluate", "register")
+STAGES = ("scrape", "filter", "train", "evaluate", "register", "index")
 
 
 def pipeline_summary(cfg: Config, since: float = 0.0, pipeline_job: str = "") -> dict:
@@ -114,5 +114,14 @@ def format_summary(summary: dict) -> str:
             lines.append(
                 f"            score {challenger:.4f} against the champion's {champion:.4f}, same sets"
             )
+    x = st.get("index", {})
+    if x:
+        i = x["metrics"]
+        lines.append(
+            f"  index     {i.get('items', 0):.0f} images, {i.get('texts', 0):.0f} alt-texts "
+            f"({i.get('images_embedded', 0):.0f} images newly embedded) "
+            f"by {x['tags'].get('index_model_uri', '?')}"
+        )
+        lines.append(f"            {x['tags'].get('index_uri', '?')}")
     lines.append(f"MLflow: {summary['tracking_uri']} (run {summary['parent_run_id']}); `mlflow ui` to browse")
     return "\n".join(lines)

@@ -34,6 +34,8 @@ NOT_IMPORTED = {
 BENCH_PEERS = {
     "tfx_bsl": ("bench/tfxio_decode.py", "pip install tfx-bsl==1.21.0"),
     "tensorflow_metadata": ("bench/tfxio_decode.py", "pip install tfx-bsl==1.21.0"),  # tfx-bsl's
+    "usearch": ("bench/ann_index.py", "pip install usearch==2.26.6"),
+    "scann": ("bench/ann_index.py", "pip install scann==1.4.2"),
     "img2dataset_loopback": ("bench/scrape_vs_peers.py", "../shared/bench/img2dataset_loopback.py"),
 }
 

@@ -247,6 +247,21 @@ class RegisterConfig:
 
 
 @dataclass(frozen=True)
+class IndexConfig:
+    """The corpus index built after registration (`alignpipe.search.build`)."""
+
+    enabled: bool = True  # the DAG's index stage, after register
+    # Where the index is kept and extended run after run (a folder or gs://); "" = the index
+    # task's own output artifact, a new index each run. Local runs default to <work_dir>/index.
+    path: str = ""
+    image_batch_size: int = 32  # images per call of the SavedModel's embed_image
+    text_batch_size: int = 256  # alt-texts per call of embed_text
+    # Below this many vectors a search is exact (a matrix product beats a graph there, see
+    # docs/benchmarks.md); from it on, an HNSW graph answers.
+    ann_min_vectors: int = 20000
+
+
+@dataclass(frozen=True)
 class TrackingConfig:
     """MLflow tracking; a relative sqlite path lives in runner.work_dir."""
 
@@ -271,6 +286,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     register: RegisterConfig = field(default_factory=RegisterConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def to_json(self) -> str:

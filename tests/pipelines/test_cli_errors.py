@@ -108,6 +108,16 @@ def test_docker_runner_without_an_engine(tmp_path):
 def test_help_lists_every_command():
     proc = run_cli("--help")
     assert proc.returncode == 0
-    for command in ("run", "compile", "demo-web", "scrape", "filter", "train", "evaluate", "register"):
+    for command in (
+        "run",
+        "compile",
+        "demo-web",
+        "scrape",
+        "filter",
+        "train",
+        "evaluate",
+        "register",
+        "index",
+    ):
         assert command in proc.stdout
         assert run_cli(command, "--help").returncode == 0

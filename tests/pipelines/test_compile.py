@@ -12,7 +12,7 @@ from alignpipe.config import Config, load_config
 from pipelines import cli
 from pipelines.align_pipeline import compile_pipeline
 
-STAGE_TASKS = {"scrape", "filter-pairs", "train", "evaluate", "register"}
+STAGE_TASKS = {"scrape", "filter-pairs", "train", "evaluate", "register", "index-corpus"}
 
 
 def stage_tasks(spec: dict) -> dict:
@@ -107,7 +107,12 @@ def test_components_use_the_project_images_and_install_nothing(tmp_path):
     executors = spec["deploymentSpec"]["executors"]
     images = {name: e["container"]["image"] for name, e in executors.items()}
     assert images["exec-train"] == images["exec-evaluate"] == "gcr.io/p/trainer:1"
-    assert images["exec-scrape"] == images["exec-filter-pairs"] == "gcr.io/p/data:1"
+    assert (
+        images["exec-scrape"]
+        == images["exec-filter-pairs"]
+        == images["exec-index-corpus"]
+        == "gcr.io/p/data:1"
+    )
     assert not any("pip install" in json.dumps(e) for e in executors.values())
 
 

@@ -45,7 +45,7 @@ def test_the_run_is_tracked_like_a_local_one(docker_run):
     )
     stages = {c.data.tags[STAGE_TAG]: c for c in children}
     assert parent.info.status == "FINISHED"
-    assert set(stages) == {"scrape", "filter", "train", "evaluate", "register"}
+    assert set(stages) == {"scrape", "filter", "train", "evaluate", "register", "index"}
     assert stages["scrape"].data.metrics["pairs_written"] >= 2000
     assert stages["evaluate"].data.metrics["demo/image_to_text_r1"] > 0.2  # it learned, far above chance
     assert stages["register"].data.tags["decision"] == "promoted"

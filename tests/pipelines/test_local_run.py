@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -13,7 +14,7 @@ from tests.pipelines.conftest import model_dir_of, run_cli
 # One worker runs the pipeline (a session fixture) for every test that reads it.
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 
-STAGES = {"scrape", "filter", "train", "evaluate", "register"}
+STAGES = {"scrape", "filter", "train", "evaluate", "register", "index"}
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +100,21 @@ def test_first_model_registered_as_champion(runs, pipeline_run):
         stages["evaluate"].data.metrics["demo/image_to_text_r1"]  # the mean over the one retrieval set
     )
     assert "became champion" in pipeline_run["stdout"]
+
+
+def test_the_corpus_index_holds_every_kept_image_with_the_registered_models_vectors(runs, pipeline_run):
+    from alignpipe.search.corpus_index import CorpusIndex
+
+    _, _, stages = runs
+    run = stages["index"]
+    assert run.data.params["index.model_uri"] == "models:/align-dual-encoder/1"
+    index = CorpusIndex.load(run.data.params["index.uri"])
+    assert run.data.params["index.uri"] == os.path.join(pipeline_run["work_dir"], "index")
+    kept = stages["filter"].data.metrics["kept_pairs"]
+    assert 0 < len(index) == run.data.metrics["items"] == run.data.metrics["images_embedded"]
+    assert len(index) <= len(index.texts) == run.data.metrics["texts"] <= kept
+    assert index.thumbnail(0) is not None
+    assert run.data.params["index.uri"] in pipeline_run["stdout"]
 
 
 def test_summary_printed(pipeline_run):
