@@ -172,11 +172,25 @@ def test_a_gcs_staging_folder_left_by_another_run_is_not_reused(gcs_bucket, tmp_
     assert fs.glob(f"{out}/_staging/**") == []
 
 
-def url_list_stages(base: str, list_dir: str, work_dir: str, list_url: str, gcs_root: str = "") -> dict:
-    """The scrape and filter components' own functions on a url list, with artifacts whose uris
-    are under `base` (gs:// as on Vertex AI, or local as in kfp's local runner)."""
-    overrides = ["scrape.source=url_list", f"scrape.input_paths={list_dir}/*.parquet", LOOPBACK]
+def write_inputs(inputs: str, url_list: bytes) -> None:
+    """The url list and two evaluation sets under `inputs`: a retrieval set (Karpathy JSON) and
+    a classification folder whose one image the list also names (a near-copy to drop)."""
+    fs.write_bytes(fs.join(inputs, "lists", "list.parquet"), url_list)
+    entry = {"filename": "img.png", "split": "test", "sentences": [{"raw": "a scene for retrieval"}]}
+    fs.write_json(fs.join(inputs, "eval", "retrieval", "set.json"), {"images": [entry]})
+    fs.write_bytes(fs.join(inputs, "eval", "retrieval", "img.png"), picture(9, 64, 64))
+    fs.write_text(fs.join(inputs, "eval", "shapes", "classnames.txt"), "square\ta square scene\n")
+    fs.write_bytes(fs.join(inputs, "eval", "shapes", "square", "0.png"), OK_PNG)
+
+
+def url_list_stages(base: str, inputs: str, work_dir: str, list_url: str) -> dict:
+    """The scrape and filter components' own functions on the url list and evaluation sets in
+    `inputs`, with artifacts whose uris are under `base` (gs:// as on Vertex AI, or local as in
+    kfp's local runner)."""
+    overrides = ["scrape.source=url_list", f"scrape.input_paths={inputs}/lists/*.parquet", LOOPBACK]
     overrides += ["scrape.retries=0", "scrape.processes=1", f"runner.work_dir={work_dir}"]
+    overrides += [f"eval.retrieval_sets=retrieval={inputs}/eval/retrieval/set.json"]
+    overrides += [f"eval.classification_sets=shapes={inputs}/eval/shapes"]
     config_json = load_config("local", "tiny", overrides).to_json()
     task = fs.join(base, "123", "align-1")
     raw = Dataset(uri=fs.join(task, "scrape_1", "pairs"))
@@ -194,10 +208,13 @@ def url_list_stages(base: str, list_dir: str, work_dir: str, list_url: str, gcs_
     }
 
 
+OK_PNG = picture(2, 64, 64)
+
+
 def test_url_list_stages_in_vertex_tasks_read_and_write_the_bucket(gcs_bucket, tmp_path, monkeypatch):
     mount = tmp_path / "gcs"  # stands in for the task's /gcs/ FUSE mount of every bucket
     monkeypatch.setattr(artifact_types, "_GCS_LOCAL_MOUNT_PREFIX", f"{mount}/")
-    site = {"big.png": picture(1, 300, 150), "ok.png": picture(2, 64, 64), "small.png": picture(3, 20, 20)}
+    site = {"big.png": picture(1, 300, 150), "ok.png": OK_PNG, "small.png": picture(3, 20, 20)}
     (tmp_path / "site").mkdir()
     write_site(tmp_path / "site", site)
     with serve_folder(str(tmp_path / "site")) as url:
@@ -207,23 +224,26 @@ def test_url_list_stages_in_vertex_tasks_read_and_write_the_bucket(gcs_bucket, t
         }
         table = io.BytesIO()
         pq.write_table(pa.table(rows), table)
-        fs.write_bytes(str(tmp_path / "lists/list.parquet"), table.getvalue())
-        fs.write_bytes(f"{gcs_bucket}/lists/list.parquet", table.getvalue())
+        write_inputs(str(tmp_path / "inputs"), table.getvalue())
+        write_inputs(f"{gcs_bucket}/inputs", table.getvalue())
         # each its own MLflow store: a second filter run in one store would compare with the first
-        lists = str(tmp_path / "lists")
-        local = url_list_stages(str(tmp_path / "root"), lists, str(tmp_path / "work-local"), url)
-        remote = url_list_stages(f"{gcs_bucket}/root", f"{gcs_bucket}/lists", str(tmp_path / "work-gcs"), url)
+        root, inputs, work = str(tmp_path / "root"), str(tmp_path / "inputs"), str(tmp_path / "work-local")
+        local = url_list_stages(root, inputs, work, url)
+        root, inputs, work = f"{gcs_bucket}/root", f"{gcs_bucket}/inputs", str(tmp_path / "work-gcs")
+        remote = url_list_stages(root, inputs, work, url)
 
     markdown = remote.pop("markdown_path")
     assert markdown == f"{mount}/alignpipe-test/root/123/align-1/filter-pairs_2/funnel"
     assert local.pop("markdown_path") == str(tmp_path / "root/123/align-1/filter-pairs_2/funnel")
     assert remote == local
     assert remote["scrape"]["outcome.image.ok"] == 4 and remote["scrape"]["outcome.image.http_404"] == 1
-    assert remote["filter"]["input_pairs"] == 4 and remote["filter"]["kept_pairs"] == 2
+    assert remote["filter"]["input_pairs"] == 4 and remote["filter"]["kept_pairs"] == 1
+    # the classification set's image, read from the bucket, drops both pairs of its copy
+    assert remote["filter"]["dropped.image_eval_duplicate"] == 2
     # Beam's outputs went to the bucket; the task's mount got the Markdown only
     written = [p.relative_to(mount).as_posix() for p in mount.rglob("*") if p.is_file()]
     assert written == ["alignpipe-test/root/123/align-1/filter-pairs_2/funnel"]
     assert open(markdown).read() == open(tmp_path / "root/123/align-1/filter-pairs_2/funnel").read()
     task = f"{gcs_bucket}/root/123/align-1"
     assert fs.exists(f"{task}/scrape_1/pairs/scrape_report.json")
-    assert json.loads(fs.read_text(f"{task}/filter-pairs_2/pairs/funnel.json"))["kept_pairs"] == 2
+    assert json.loads(fs.read_text(f"{task}/filter-pairs_2/pairs/funnel.json"))["kept_pairs"] == 1
