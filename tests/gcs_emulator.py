@@ -10,10 +10,13 @@ import contextlib
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 
 import pytest
+
+from tests.gce_metadata import running_metadata_server
 
 
 def _free_port() -> int:
@@ -28,7 +31,10 @@ def running_gcs_emulator(buckets: tuple[str, ...] = ("alignpipe-test",)) -> Iter
     port = _free_port()
     command = [sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1"]
     command += ["--port", str(port), "--in-memory", "--default-bucket", buckets[0]]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # Its log (a line per request) goes to a file: a pipe nobody reads fills up, and the
+    # single-threaded emulator then blocks every client.
+    log_file = tempfile.TemporaryFile()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log_file)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -36,7 +42,8 @@ def running_gcs_emulator(buckets: tuple[str, ...] = ("alignpipe-test",)) -> Iter
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
                 break
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"gcp-storage-emulator did not start: {process.stderr.read()[-2000:]!r}")
+                log_file.seek(0)
+                raise RuntimeError(f"gcp-storage-emulator did not start: {log_file.read()[-2000:]!r}")
             time.sleep(0.1)
         for bucket in buckets[1:]:
             _create_bucket(url, bucket)
@@ -44,6 +51,7 @@ def running_gcs_emulator(buckets: tuple[str, ...] = ("alignpipe-test",)) -> Iter
     finally:
         process.terminate()
         process.wait(timeout=30)
+        log_file.close()
 
 
 def _create_bucket(url: str, bucket: str) -> None:
@@ -59,8 +67,22 @@ def _create_bucket(url: str, bucket: str) -> None:
 @pytest.fixture
 def gcs_bucket(monkeypatch) -> Iterator[str]:
     """`gs://alignpipe-test` in a fresh emulator; the Google clients in this process and its
-    children (STORAGE_EMULATOR_HOST is inherited) reach it."""
-    with running_gcs_emulator() as url:
+    children (STORAGE_EMULATOR_HOST is inherited) reach it, with credentials from a metadata
+    server on 127.0.0.1 (`tests.gce_metadata`), as on a Google Cloud worker."""
+    with running_gcs_emulator() as url, running_metadata_server(monkeypatch):
         monkeypatch.setenv("STORAGE_EMULATOR_HOST", url)
         monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "test")
-        yield "gs://alignpipe-test"
+        _stop_fork_server()
+        try:
+            yield "gs://alignpipe-test"
+        finally:
+            _stop_fork_server()
+
+
+def _stop_fork_server() -> None:
+    """multiprocessing's fork server keeps the environment it was started with, and so do the
+    worker processes forked from it (the scrape's): stopped, the next pool starts one with the
+    environment of the test that asks (this emulator's address, or none after it)."""
+    from multiprocessing import forkserver
+
+    forkserver._forkserver._stop()

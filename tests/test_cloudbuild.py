@@ -284,38 +284,75 @@ def test_compile_runs_in_the_new_data_image_for_vertex_with_both_commit_images()
         ("v1.0.0", "v1.0.0"),
         ("v1.2+b/x", "v1.2-b-x"),
         ("release/2030.01", "release-2030.01"),
-        (".hidden", "_hidden"),
-        ("-rc1", "_rc1"),
+        (".hidden", "v.hidden"),
+        ("-rc1", "v-rc1"),
+        ("_rc1", "v_rc1"),
         ("v" + "9" * 200, "v" + "9" * 127),
+        ("+" * 200, "v" + "-" * 127),
         ("", ""),
     ],
 )
 def test_a_git_tag_becomes_a_valid_image_tag(tmp_path, tag_name, image_tag):
     """The release-image-tag step's own script, run by bash: git allows '/' and '+' in tags,
-    Docker does not; every push step tags its images with what the step wrote."""
-    (step,) = [s for s in STEPS if s["id"] == "release-image-tag"]
-    text = substitute(script(step), substitution_values(TAG_NAME=tag_name))
-    out = subprocess.run(
-        ["bash", "-c", text.replace("/workspace/", f"{tmp_path}/")],
-        env={"TAG_NAME": tag_name, "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=10,
-    )
+    Docker and template tags do not; every push step tags its images with what the step wrote."""
+    out = run_step_script("release-image-tag", tmp_path, tag_name)
     assert out.returncode == 0, out.stderr
     written = (tmp_path / "release-image-tag").read_text().strip()
     assert written == image_tag
-    assert not written or DOCKER_TAG.fullmatch(written)
+    assert not written or (DOCKER_TAG.fullmatch(written) and publish.TEMPLATE_TAG.fullmatch(written))
     pushes = [s for s in docker_steps("push") if "release-image-tag" in script(s)]
     assert len(pushes) == 3  # data, trainer, accelerator image
     assert all("TAG_NAME" not in script(s) for s in docker_steps("push"))
 
 
-@pytest.mark.parametrize(
-    ("tag_name", "tags"), [("v1.0.0", ["abc1234", "v1.0.0", "latest"]), ("", ["abc1234", "latest"])]
-)
-def test_publish_sends_the_compiled_template_to_the_kfp_repository(tag_name, tags):
+def run_step_script(step_id: str, tmp_path, tag_name: str, prelude: str = "") -> subprocess.CompletedProcess:
+    """A step's own script run by bash, after `prelude`, with the step's environment as a build
+    of git tag `tag_name` gives it and `tmp_path` for /workspace."""
+    (step,) = [s for s in STEPS if s["id"] == step_id]
     values = substitution_values(TAG_NAME=tag_name)
+    env = dict(entry.split("=", 1) for entry in step.get("env", []))
+    env = {key: substitute(value, values) for key, value in env.items()}
+    text = prelude + substitute(script(step), values).replace("/workspace/", f"{tmp_path}/")
+    return subprocess.run(
+        ["bash", "-c", text],
+        env={**env, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+
+
+ARGS_STUB = 'alignpipe() { printf "%s\\n" "$@" > "$ARGS"; echo align; }\nexport ARGS\n'
+
+
+@pytest.mark.parametrize(("tag_name", "release"), [("v1.0.0", "v1.0.0"), ("v1.2+b/x", "v1.2-b-x"), ("", "")])
+def test_publish_and_schedule_name_the_template_by_the_release_images_tag(tmp_path, tag_name, release):
+    """The publish and schedule steps' own scripts after the release-image-tag step's, with
+    `alignpipe` a function that records its arguments: the git tag reaches the template as the
+    images have it, never raw."""
+    assert {"release-image-tag"} <= waits_for("publish") & waits_for("schedule")
+    assert run_step_script("release-image-tag", tmp_path, tag_name).returncode == 0
+    (tmp_path / "pipeline").mkdir()
+    prelude = f"ARGS={tmp_path}/publish-args\n" + ARGS_STUB
+    out = run_step_script("publish", tmp_path, tag_name, prelude)
+    assert out.returncode == 0, out.stderr
+    args = parse((tmp_path / "publish-args").read_text().splitlines())
+    assert [t for t in dict.fromkeys(args.tag) if t] == ["abc1234", *([release] if release else []), "latest"]
+    assert all(publish.TEMPLATE_TAG.fullmatch(t) for t in args.tag if t)
+    prelude = f"ARGS={tmp_path}/schedule-args\n" + ARGS_STUB
+    out = run_step_script("schedule", tmp_path, tag_name, prelude)
+    assert out.returncode == 0, out.stderr
+    if not release:
+        assert out.stdout == "not a release tag: no schedule\n"
+        assert not (tmp_path / "schedule-args").exists()
+        return
+    args = parse((tmp_path / "schedule-args").read_text().splitlines())
+    assert args.template.endswith(f"-templates/align/{release}")
+    assert args.display_name == f"align-{release}"
+
+
+def test_publish_sends_the_compiled_template_to_the_kfp_repository():
+    values = substitution_values()
     commands = alignpipe_commands(values)
     compiled = parse(commands[step_of("compile")["id"]])
     args = parse(commands[step_of("publish")["id"]])
@@ -323,20 +360,15 @@ def test_publish_sends_the_compiled_template_to_the_kfp_repository(tag_name, tag
     # infra/terraform names the KFP repository after the Docker one: <name_prefix>-templates.
     assert args.host == f"https://{values['_REGION']}-kfp.pkg.dev/my-proj/{values['_REPO']}-templates"
     assert publish.KFP_REPOSITORY.fullmatch(args.host)
-    assert [t for t in dict.fromkeys(args.tag) if t] == tags  # as publish_template keeps them
+    # (the release's tag as a branch build or a v1.2+b/x tag gives it: the test above)
+    assert [t for t in dict.fromkeys(args.tag) if t] == ["abc1234", "v1.0.0", "latest"]
 
 
-def test_schedule_only_on_a_release_tag_with_the_published_template():
+def test_schedule_only_on_a_release_tag_with_the_published_template(tmp_path):
     step = step_of("schedule")
     # A branch build: the script ends before any alignpipe command (a stub that would fail).
-    stub = "alignpipe() { echo called; exit 99; }\n"
-    out = subprocess.run(
-        ["bash", "-c", stub + substitute(script(step), substitution_values(TAG_NAME=""))],
-        env={"TAG_NAME": "", "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=10,
-    )
+    assert run_step_script("release-image-tag", tmp_path, "").returncode == 0
+    out = run_step_script("schedule", tmp_path, "", "alignpipe() { echo called; exit 99; }\n")
     assert (out.returncode, out.stdout) == (0, "not a release tag: no schedule\n"), out.stderr
     values = substitution_values()
     args = parse(alignpipe_commands(values)[step["id"]])

@@ -204,9 +204,7 @@ def publish_state(staged: list[str], state_dir: str, generation: str, old: State
     FileSystems.rename([pointer + ".tmp"], [pointer])
     if old.generation and old.generation != generation:
         fs.delete([p for p in old.files if fs.exists(p)])
-        folder = fs.join(state_dir, old.generation)
-        if "://" not in folder and fs.exists(folder):
-            shutil.rmtree(folder, ignore_errors=True)
+        fs.delete_tree(fs.join(state_dir, old.generation))
 
 
 def _copy(source: str, target: str) -> None:

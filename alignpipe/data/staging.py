@@ -77,8 +77,7 @@ def prepare_staging(staging: str, run_id: str) -> None:
         fs.delete(stale + [p for p in [fs.join(staging, REPORT_FILE)] if fs.exists(p)])
         log.info("scrape: resuming the unfinished run in %s", staging)
         return
-    if fs.exists(staging):
-        FileSystems.delete([staging])
+    fs.delete_tree(staging)  # another run's units must not pass for this one's
     fs.makedirs(staging)
     fs.write_json(run_file, {"fingerprint": run_id})
 
@@ -134,4 +133,4 @@ def publish(staging: str, out_dir: str) -> None:
         state = plan["state"]
         old = StateVersion(state["old"]["generation"], tuple(state["old"]["files"]))
         publish_state(state["staged"], state["dir"], state["generation"], old)
-    FileSystems.delete([staging])
+    fs.delete_tree(staging)

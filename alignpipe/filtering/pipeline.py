@@ -184,8 +184,7 @@ def run_filter(cfg: Config, in_dir: str, out_dir: str, previous_stats: dict | No
     if previous_stats is None and fs.exists(fs.join(out_dir, STATS_JSON)):
         previous_stats = fs.read_json(fs.join(out_dir, STATS_JSON))
     final_dir, out_dir = out_dir, fs.join(out_dir, _STAGING)  # the last good output stays until the end
-    if fs.exists(out_dir):
-        FileSystems.delete([out_dir])
+    fs.delete_tree(out_dir)  # a run cut short left files that must not be published with these
     fs.makedirs(out_dir)
     counts_path = fs.join(out_dir, _COUNTS_FILE)
     start = time.monotonic()
@@ -510,4 +509,4 @@ def _publish(staging: str, out_dir: str) -> None:
         fs.delete(stale)
     for path in _outputs(staging):
         FileSystems.rename([path], [fs.join(out_dir, path[len(staging) + 1 :])])
-    FileSystems.delete([staging])
+    fs.delete_tree(staging)

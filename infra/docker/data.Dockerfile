@@ -33,23 +33,21 @@ COPY pipelines ./pipelines
 COPY trainer ./trainer
 RUN pip install --no-cache-dir --no-deps .
 
-# A non-root user. boot writes a per-worker virtualenv (with the system site-packages) under
-# /opt/apache/beam-venv and staged files under --semi_persist_dir (default /tmp), and pip
-# keeps its own files under $HOME: the first and the last belong to the user.
-RUN groupadd --gid 10001 alignpipe \
-    && useradd --uid 10001 --gid alignpipe --create-home --home-dir /home/alignpipe \
-        --shell /usr/sbin/nologin alignpipe \
-    && mkdir -p /opt/apache/beam-venv \
-    && chown alignpipe:alignpipe /opt/apache/beam-venv
-USER 10001:10001
-ENV HOME=/home/alignpipe
-WORKDIR /home/alignpipe
+# Root, as in the Beam SDK image it is built from. Dataflow starts each worker's container through
+# boot and gives it the worker's semi-persistent folder (/var/opt/google on Dataflow: staged
+# files, boot's per-worker virtualenv), which the process must write to. Dataflow's guide to custom
+# containers asks for the Beam SDK, boot as the last step of start-up and the workers'
+# architecture, and names no user; a report of a non-root image on Dataflow
+# (pangeo-data/pangeo-docker-images#360) found those folders mounted as root and unwritable to
+# its user, and went back to root. The trainer and MLflow images stay non-root.
+USER root
+WORKDIR /home
 
-# Smoke check, as that user and outside the source tree (so the installed package is what
-# imports): the project's entry points, and the virtualenv boot makes can see them.
+# Smoke check, outside the source tree (so the installed package is what imports): the
+# project's entry points, and the virtualenv boot makes can see them.
 RUN python -c "import alignpipe.config, components.ops, pipelines.cli" \
-    && python -m venv --system-site-packages /opt/apache/beam-venv/smoke \
-    && /opt/apache/beam-venv/smoke/bin/python -c "import apache_beam, alignpipe.config" \
-    && rm -rf /opt/apache/beam-venv/smoke
+    && python -m venv --system-site-packages /tmp/beam-venv-smoke \
+    && /tmp/beam-venv-smoke/bin/python -c "import apache_beam, alignpipe.config" \
+    && rm -rf /tmp/beam-venv-smoke
 
 ENTRYPOINT ["/opt/apache/beam/boot"]
