@@ -39,9 +39,10 @@ test-fast: $(STAMP)  ## skip the slow tests (training, Beam pipelines, kfp runs)
 # base first (infra/docker/local-base.sh) and pass it: make docker-images BASE_IMAGE=alignpipe-base:bookworm
 BASE_IMAGE ?=
 DOCKER_BUILD = docker build $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE))
-docker-images:  ## build the data and trainer images (alignpipe-data:latest, alignpipe-trainer:latest)
+docker-images:  ## build the data, trainer and serving images (alignpipe-data:latest, alignpipe-trainer:latest, alignpipe-serving:latest)
 	$(DOCKER_BUILD) -f infra/docker/data.Dockerfile -t alignpipe-data:latest .
 	$(DOCKER_BUILD) -f infra/docker/trainer.Dockerfile -t alignpipe-trainer:latest .
+	$(DOCKER_BUILD) -f infra/docker/serving.Dockerfile -t alignpipe-serving:latest .
 
 run-docker: $(STAMP) docker-images  ## the whole pipeline on the demo web, every task in the images (needs a Docker engine)
 	$(BIN)/alignpipe run --runner docker --work-dir alignpipe-work-docker

@@ -23,10 +23,10 @@ import tempfile
 from collections.abc import Mapping
 
 from alignpipe.errors import InputError
+from alignpipe.serving.http_app import DEFAULT_PORT, HEALTH_ROUTE, PREDICT_ROUTE
 from alignpipe.serving.queries import QueryLimits
 
 log = logging.getLogger("alignpipe")
-DEFAULT_PORT = 8080
 ANY_INTERFACE = "0.0.0.0"  # inside a container, Vertex AI's requests come from outside it
 MAX_CONCURRENT_REQUESTS = 64  # past this uvicorn answers 503 at once instead of queueing
 
@@ -37,8 +37,8 @@ class ServeTarget:
 
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
-    health_route: str = "/health"
-    predict_route: str = "/predict"
+    health_route: str = HEALTH_ROUTE
+    predict_route: str = PREDICT_ROUTE
 
 
 def serve_target(host: str | None, port: int | None, environ: Mapping[str, str]) -> ServeTarget:
@@ -52,7 +52,7 @@ def serve_target(host: str | None, port: int | None, environ: Mapping[str, str])
     if aip_port and not (aip_port.isdigit() and 0 < int(aip_port) < 65536):
         raise InputError(f"AIP_HTTP_PORT={aip_port!r} is not a TCP port (1-65535)")
     routes = {}
-    for variable, default in (("AIP_HEALTH_ROUTE", "/health"), ("AIP_PREDICT_ROUTE", "/predict")):
+    for variable, default in (("AIP_HEALTH_ROUTE", HEALTH_ROUTE), ("AIP_PREDICT_ROUTE", PREDICT_ROUTE)):
         routes[variable] = environ.get(variable) or default
         if not routes[variable].startswith("/"):
             raise InputError(f"{variable}={routes[variable]!r} is not a path (must start with '/')")

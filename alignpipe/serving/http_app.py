@@ -35,6 +35,11 @@ from alignpipe.serving.queries import QueryError, parse_json_object
 from alignpipe.serving.search_service import SearchService
 
 log = logging.getLogger("alignpipe")
+# Where the server listens unless told otherwise; the Vertex AI Model Registry upload names the
+# same port and routes in the model's container spec.
+DEFAULT_PORT = 8080
+HEALTH_ROUTE = "/health"
+PREDICT_ROUTE = "/predict"
 PAGE_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
 MAX_ERROR_CHARS = 300
 
@@ -90,7 +95,7 @@ class BodyLimit:
 
 
 def build_app(
-    service: SearchService, health_route: str = "/health", predict_route: str = "/predict"
+    service: SearchService, health_route: str = HEALTH_ROUTE, predict_route: str = PREDICT_ROUTE
 ) -> BodyLimit:
     """The ASGI application of `service`, the health and predict routes where Vertex AI wants them.
 
