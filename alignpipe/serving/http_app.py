@@ -1,10 +1,13 @@
 """The search server's HTTP interface: JSON endpoints, the search page and thumbnails.
 
 FastAPI on uvicorn, what Vertex AI's custom-container examples and most Python model servers
-use: an ASGI server whose worker threads run the model (TensorFlow releases the GIL) while
-the event loop keeps accepting, and whose `limit_concurrency` answers 503 past a bound instead
-of queueing without end. The request bodies are read and checked here (`queries`), not by
-FastAPI's model binding, so that every refusal is one line in the same shape.
+use: an ASGI server whose worker threads run the model (TensorFlow and NumPy release the GIL)
+while the event loop keeps accepting, and whose `limit_concurrency` answers 503 past a bound
+instead of queueing without end. Queries are computed at most one per core at a time
+(`compute_threads`); more in flight would only share the cores, each slower (the model and the
+matrix products use every core already), and raise every request's latency. The request bodies
+are read and checked here (`queries`), not by FastAPI's model binding, so that every refusal is
+one line in the same shape.
 
 | route                          | method | answer                                            |
 |--------------------------------|--------|---------------------------------------------------|
@@ -21,13 +24,15 @@ answers 500 with one line and is logged, traceback and all, on the server's side
 
 from __future__ import annotations
 
+import functools
 import importlib.resources
 import logging
+import os
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from alignpipe.errors import one_line
@@ -95,7 +100,10 @@ class BodyLimit:
 
 
 def build_app(
-    service: SearchService, health_route: str = HEALTH_ROUTE, predict_route: str = PREDICT_ROUTE
+    service: SearchService,
+    health_route: str = HEALTH_ROUTE,
+    predict_route: str = PREDICT_ROUTE,
+    compute_threads: int | None = None,
 ) -> BodyLimit:
     """The ASGI application of `service`, the health and predict routes where Vertex AI wants them.
 
@@ -103,8 +111,13 @@ def build_app(
         service: the model and index to answer with.
         health_route: the readiness route (Vertex AI: `AIP_HEALTH_ROUTE`).
         predict_route: the prediction route (Vertex AI: `AIP_PREDICT_ROUTE`).
+        compute_threads: queries computed at once (default: the CPUs this process may use).
     """
     app = FastAPI(title="alignpipe search", docs_url=None, redoc_url=None, openapi_url=None)
+    limiter = anyio.CapacityLimiter(compute_threads or len(os.sched_getaffinity(0)))
+
+    async def compute(fn, *args):
+        return await anyio.to_thread.run_sync(functools.partial(fn, *args), limiter=limiter)
 
     @app.exception_handler(QueryError)
     async def refused(request: Request, e: QueryError) -> JSONResponse:
@@ -136,12 +149,12 @@ def build_app(
     @app.post(predict_route)
     async def predict(request: Request) -> dict[str, object]:
         body = parse_json_object(await request.body())
-        return await run_in_threadpool(service.predict, body)
+        return await compute(service.predict, body)
 
     @app.post("/search/{kind}")
     async def search(kind: str, request: Request) -> dict[str, object]:
         body = parse_json_object(await request.body())
-        return await run_in_threadpool(service.search, kind, body)
+        return await compute(service.search, kind, body)
 
     @app.get("/thumbnails/{item_id}")
     def thumbnail(item_id: int) -> Response:
