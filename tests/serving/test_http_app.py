@@ -202,6 +202,26 @@ def test_thumbnails_redirect_to_the_items_image_without_a_stored_one(url, index,
     assert get(f"{url}/thumbnails/x")[0] == 400
 
 
+class IndexWithThumbnails(CorpusIndex):
+    """An index that keeps a small JPEG of each item (what the index stage writes)."""
+
+    def thumbnail(self, item_id: int) -> bytes | None:
+        return b"\xff\xd8\xff thumbnail %d" % item_id if item_id % 2 == 0 else None
+
+
+def test_a_stored_thumbnail_is_served_as_a_jpeg(embedder, index_dir, index):
+    stored = IndexWithThumbnails.load(index_dir)
+    with running_app(build_app(SearchService(embedder, stored, LIMITS))) as base:
+        status, body, headers = get(f"{base}/thumbnails/4")
+        assert (status, body, headers["content-type"]) == (200, b"\xff\xd8\xff thumbnail 4", "image/jpeg")
+        host, port = base.removeprefix("http://").split(":")
+        connection = http.client.HTTPConnection(host, int(port), timeout=30)
+        connection.request("GET", "/thumbnails/5")  # none stored: the item's own image
+        response = connection.getresponse()
+        assert (response.status, response.headers["location"]) == (307, index.items[5].image_url)
+        connection.close()
+
+
 def test_the_page_and_its_files_are_served_from_the_package(url):
     status, body, headers = get(f"{url}/")
     assert status == 200 and headers["content-type"].startswith("text/html")

@@ -9,6 +9,7 @@ set (docs/images holds the README's), else to the test's temporary folder.
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 
@@ -130,6 +131,29 @@ def test_an_uploaded_image_shows_the_images_nearest_it(
         lambda d: (cards := loaded_cards(d))
         and cards[0].find_element(By.TAG_NAME, "img").get_attribute("src").endswith("/thumbnails/3")
     )
+
+
+DROP = """
+const [name, b64] = arguments;
+const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+const transfer = new DataTransfer();
+transfer.items.add(new File([bytes], name, { type: "image/png" }));
+const zone = document.getElementById("drop-zone");
+for (const kind of ["dragenter", "dragover", "drop"]) {
+  zone.dispatchEvent(new DragEvent(kind, { dataTransfer: transfer, bubbles: true, cancelable: true }));
+}
+"""
+
+
+def test_an_image_dropped_on_the_page_is_searched(browser, page_url, retrieval_images):
+    browser.get(page_url)
+    data, _, name = retrieval_images[7]
+    browser.execute_script(DROP, name, base64.b64encode(data).decode())
+    WebDriverWait(browser, 60).until(
+        lambda d: (cards := loaded_cards(d))
+        and cards[0].find_element(By.TAG_NAME, "img").get_attribute("src").endswith("/thumbnails/7")
+    )
+    assert "dragging" not in browser.find_element(By.ID, "drop-zone").get_attribute("class")
 
 
 def test_a_file_that_is_not_an_image_is_refused_on_the_page(browser, page_url, tmp_path):
