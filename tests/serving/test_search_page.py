@@ -4,7 +4,7 @@ on 127.0.0.1. A text query shows result images; an uploaded image shows the imag
 itself first; image + text shows the weight slider and their results.
 
 Screenshots of the text and image searches are written to `$ALIGNPIPE_SCREENSHOT_DIR` when it is
-set (docs/images holds the README's), else to the test's temporary folder.
+set, else to the test's temporary folder.
 """
 
 from __future__ import annotations
