@@ -27,7 +27,7 @@ from alignpipe.config import Config
 from alignpipe.config.validation import is_registry_image
 from alignpipe.errors import ConfigError, InputError
 from alignpipe.model.export import SAVED_MODEL_DIR
-from alignpipe.serving.http_app import DEFAULT_PORT, HEALTH_ROUTE, PREDICT_ROUTE
+from alignpipe.serving import DEFAULT_PORT, HEALTH_ROUTE, PREDICT_ROUTE
 
 log = logging.getLogger("alignpipe")
 

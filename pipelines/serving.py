@@ -23,7 +23,7 @@ import tempfile
 from collections.abc import Mapping
 
 from alignpipe.errors import InputError
-from alignpipe.serving.http_app import DEFAULT_PORT, HEALTH_ROUTE, PREDICT_ROUTE
+from alignpipe.serving import DEFAULT_PORT, HEALTH_ROUTE, PREDICT_ROUTE
 from alignpipe.serving.queries import QueryLimits
 
 log = logging.getLogger("alignpipe")

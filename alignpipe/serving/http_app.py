@@ -36,15 +36,11 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException
 
 from alignpipe.errors import one_line
+from alignpipe.serving import HEALTH_ROUTE, PREDICT_ROUTE
 from alignpipe.serving.queries import QueryError, parse_json_object
 from alignpipe.serving.search_service import SearchService
 
 log = logging.getLogger("alignpipe")
-# Where the server listens unless told otherwise; the Vertex AI Model Registry upload names the
-# same port and routes in the model's container spec.
-DEFAULT_PORT = 8080
-HEALTH_ROUTE = "/health"
-PREDICT_ROUTE = "/predict"
 PAGE_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
 MAX_ERROR_CHARS = 300
 
@@ -119,25 +115,6 @@ def build_app(
     async def compute(fn, *args):
         return await anyio.to_thread.run_sync(functools.partial(fn, *args), limiter=limiter)
 
-    @app.exception_handler(QueryError)
-    async def refused(request: Request, e: QueryError) -> JSONResponse:
-        return error(e.status, str(e))
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, e: HTTPException) -> JSONResponse:
-        return error(e.status_code, f"{request.method} {request.url.path}: {e.detail}")
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, e: RequestValidationError) -> JSONResponse:
-        first = e.errors()[0] if e.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        return error(400, f"{where}: {first.get('msg', 'invalid request')}")
-
-    @app.exception_handler(Exception)
-    async def failed(request: Request, e: Exception) -> JSONResponse:
-        log.exception("%s %s failed", request.method, request.url.path)
-        return error(500, f"internal error: {type(e).__name__}: {e}")
-
     @app.get(health_route)
     def health() -> dict[str, str]:
         return {"status": "ok"}
@@ -155,6 +132,14 @@ def build_app(
     async def search(kind: str, request: Request) -> dict[str, object]:
         body = parse_json_object(await request.body())
         return await compute(service.search, kind, body)
+
+    _add_page_routes(app, service)
+    _add_error_handlers(app)
+    return BodyLimit(app, service.limits.max_request_bytes)
+
+
+def _add_page_routes(app: FastAPI, service: SearchService) -> None:
+    """The search page, its files and the results' thumbnails."""
 
     @app.get("/thumbnails/{item_id}")
     def thumbnail(item_id: int) -> Response:
@@ -180,4 +165,25 @@ def build_app(
             raise QueryError(f"no page file {name!r}", 404) from None
         return Response(data, media_type=f"{PAGE_TYPES[suffix]}; charset=utf-8")
 
-    return BodyLimit(app, service.limits.max_request_bytes)
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every refusal and failure as `{"error": "<one line>"}`; tracebacks stay in the log."""
+
+    @app.exception_handler(QueryError)
+    async def refused(request: Request, e: QueryError) -> JSONResponse:
+        return error(e.status, str(e))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, e: HTTPException) -> JSONResponse:
+        return error(e.status_code, f"{request.method} {request.url.path}: {e.detail}")
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, e: RequestValidationError) -> JSONResponse:
+        first = e.errors()[0] if e.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return error(400, f"{where}: {first.get('msg', 'invalid request')}")
+
+    @app.exception_handler(Exception)
+    async def failed(request: Request, e: Exception) -> JSONResponse:
+        log.exception("%s %s failed", request.method, request.url.path)
+        return error(500, f"internal error: {type(e).__name__}: {e}")
