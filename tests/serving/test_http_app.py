@@ -258,6 +258,22 @@ def test_without_an_index_searches_are_refused_and_predictions_answered(embedder
         assert status == 200 and list(answer["predictions"][0]) == ["embedding"]
 
 
+class BrokenEmbedder:
+    """A model whose text tower fails as a bug would: not the request's fault."""
+
+    dim = 16
+
+    def embed_texts(self, texts):
+        raise RuntimeError("the text tower failed")
+
+
+def test_a_failure_of_the_server_is_a_500_in_one_line_and_the_server_stays_up(index):
+    with running_app(build_app(SearchService(BrokenEmbedder(), index, LIMITS))) as base:
+        status, answer = post_json(f"{base}/search/text-to-images", {"text": "a cat"})
+        assert (status, answer) == (500, {"error": "internal error: RuntimeError: the text tower failed"})
+        assert get(f"{base}/health")[0] == 200
+
+
 def test_concurrent_searches_all_answer(url):
     def one(i: int) -> int:
         return post_json(f"{url}/search/text-to-images", {"text": f"shape number {i}", "k": 3})[0]
