@@ -15,12 +15,21 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
-install: $(STAMP)  ## create the virtualenv (if missing) and install the project
+# The browser that tests/serving/test_search_page.py drives: Debian's chromium and its driver,
+# installed only when missing (the test fails without them; it never downloads a browser itself).
+BROWSER := /usr/bin/chromium /usr/bin/chromedriver
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+$(BROWSER):
+	@command -v apt-get >/dev/null || { echo "no apt-get: install chromium and chromedriver as $(BROWSER)" >&2; exit 1; }
+	$(SUDO) apt-get install -y -qq --no-install-recommends chromium chromium-driver \
+		|| { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends chromium chromium-driver; }
+
+install: $(STAMP) $(BROWSER)  ## create the virtualenv (if missing), install the project and the tests' browser
 
 run: $(STAMP)  ## run the whole pipeline locally on the built-in demo web
 	$(BIN)/alignpipe run
 
-test: $(STAMP)  ## run every test, the local end-to-end pipeline included (one worker per core), but the Docker ones
+test: install  ## run every test, the local end-to-end pipeline included (one worker per core), but the Docker ones
 	$(BIN)/python -m pytest -q -ra --durations=15 -n auto --maxprocesses 4 --dist loadgroup -m "not docker"
 
 test-fast: $(STAMP)  ## skip the slow tests (training, Beam pipelines, kfp runs)
@@ -30,9 +39,10 @@ test-fast: $(STAMP)  ## skip the slow tests (training, Beam pipelines, kfp runs)
 # base first (infra/docker/local-base.sh) and pass it: make docker-images BASE_IMAGE=alignpipe-base:bookworm
 BASE_IMAGE ?=
 DOCKER_BUILD = docker build $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE))
-docker-images:  ## build the data and trainer images (alignpipe-data:latest, alignpipe-trainer:latest)
+docker-images:  ## build the data, trainer and serving images (alignpipe-data:latest, alignpipe-trainer:latest, alignpipe-serving:latest)
 	$(DOCKER_BUILD) -f infra/docker/data.Dockerfile -t alignpipe-data:latest .
 	$(DOCKER_BUILD) -f infra/docker/trainer.Dockerfile -t alignpipe-trainer:latest .
+	$(DOCKER_BUILD) -f infra/docker/serving.Dockerfile -t alignpipe-serving:latest .
 
 run-docker: $(STAMP) docker-images  ## the whole pipeline on the demo web, every task in the images (needs a Docker engine)
 	$(BIN)/alignpipe run --runner docker --work-dir alignpipe-work-docker

@@ -11,6 +11,11 @@ so both move with MLflow's champion in the same upload. A kept champion's upload
 
 Vertex AI reads models from Cloud Storage only: the model folder is a `gs://` URI or, inside a
 Vertex AI task, its Cloud Storage FUSE path `/gcs/BUCKET/...`.
+
+Each version names the project's serving image (`register.serving_image`, `alignpipe serve`)
+with the port and routes it answers on: a deployment copies the SavedModel to
+`AIP_STORAGE_URI` and sends `{"instances": [...]}` to the predict route
+(`alignpipe.serving.search_service.SearchService.predict`).
 """
 
 from __future__ import annotations
@@ -19,8 +24,10 @@ import logging
 import re
 
 from alignpipe.config import Config
+from alignpipe.config.validation import is_registry_image
 from alignpipe.errors import ConfigError, InputError
 from alignpipe.model.export import SAVED_MODEL_DIR
+from alignpipe.serving import DEFAULT_PORT, HEALTH_ROUTE, PREDICT_ROUTE
 
 log = logging.getLogger("alignpipe")
 
@@ -91,7 +98,8 @@ def upload_model_version(
 
     Raises:
         InputError: `model_dir` is not in Cloud Storage, or there are no Google Cloud credentials.
-        ConfigError: no `runner.gcp_project`, or `register.champion_alias` makes no Vertex alias.
+        ConfigError: no `runner.gcp_project`, `register.champion_alias` makes no Vertex alias,
+            or `register.serving_image` is not in a registry Vertex AI pulls from.
     """
     import google.auth.exceptions
     from google.cloud import aiplatform
@@ -102,6 +110,12 @@ def upload_model_version(
             "runner.gcp_project='' is not allowed: must be the Google Cloud project of the "
             "Vertex AI Model Registry (register.vertex_model_registry is on)"
         )
+    if not is_registry_image(reg.serving_image):
+        raise ConfigError(
+            f"register.serving_image={reg.serving_image!r} is not allowed: must be the serving image "
+            "in Artifact Registry that Vertex AI deploys, REGION-docker.pkg.dev/PROJECT/REPO/"
+            "alignpipe-serving:TAG (cloudbuild.yaml pushes it)"
+        )
     artifact_uri = f"{gcs_uri(model_dir)}/{SAVED_MODEL_DIR}"
     aliases = version_aliases(cfg, mlflow_version, promoted)
     where = {"project": runner.gcp_project, "location": runner.gcp_region}
@@ -111,6 +125,9 @@ def upload_model_version(
             display_name=reg.model_name,
             artifact_uri=artifact_uri,
             serving_container_image_uri=reg.serving_image,
+            serving_container_predict_route=PREDICT_ROUTE,
+            serving_container_health_route=HEALTH_ROUTE,
+            serving_container_ports=[DEFAULT_PORT],
             parent_model=parent,
             is_default_version=promoted,
             version_aliases=list(aliases),  # a copy: the SDK appends "default" to the list it gets

@@ -208,6 +208,17 @@ def cmd_publish(args: argparse.Namespace) -> None:
         print(url)
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    from alignpipe.serving.queries import QueryLimits
+    from pipelines import serving
+
+    if args.tracking_uri:
+        os.environ["MLFLOW_TRACKING_URI"] = args.tracking_uri  # for a models:/ URI
+    caps = {"max_image_bytes": args.max_image_bytes, "max_image_pixels": args.max_image_pixels}
+    limits = QueryLimits(**{key: value for key, value in caps.items() if value is not None})
+    serving.serve(args.model, args.index, serving.serve_target(args.host, args.port, os.environ), limits)
+
+
 def _add_job_options(p: argparse.ArgumentParser) -> None:
     """The options of `submit` and `schedule`: the template, where it runs, what each run gets."""
     p.add_argument(
@@ -353,6 +364,23 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         help="tag of the uploaded version, moved from any older one (repeatable; empty values are skipped)",
     )
+    serve_help = (
+        "serve a model (and a corpus index) over HTTP: the search page, JSON searches and "
+        "Vertex AI predictions (AIP_HTTP_PORT, AIP_HEALTH_ROUTE, AIP_PREDICT_ROUTE, AIP_STORAGE_URI)"
+    )
+    p = sub.add_parser("serve", help=serve_help, description=serve_help)
+    p.set_defaults(fn=cmd_serve)
+    p.add_argument(
+        "--model",
+        help="model folder written by train (local or gs://), or models:/NAME/VERSION or "
+        "models:/NAME@ALIAS from MLflow; default: $AIP_STORAGE_URI",
+    )
+    p.add_argument("--index", help="corpus index folder (without: predictions only, no search page results)")
+    p.add_argument("--host", help="interface to bind (default 127.0.0.1; 0.0.0.0 under AIP_HTTP_PORT)")
+    p.add_argument("--port", type=int, help="TCP port (default $AIP_HTTP_PORT or 8080)")
+    p.add_argument("--tracking-uri", help="MLflow tracking server of a models:/ URI")
+    p.add_argument("--max-image-bytes", type=int, help="largest query image file (default 10 MB)")
+    p.add_argument("--max-image-pixels", type=int, help="most pixels of a query image (default 50 M)")
     return parser
 
 

@@ -156,7 +156,7 @@ def test_every_alignpipe_command_is_accepted_by_the_cli():
 def test_tests_run_first_and_images_are_built_pushed_then_used():
     tests = next(s for s in STEPS if "pytest" in script(s))
     builds, pushes = docker_steps("build"), docker_steps("push")
-    assert len(builds) == 3 and len(pushes) == 4  # data, trainer, accelerator; its moving tag
+    assert len(builds) == 4 and len(pushes) == 5  # data, trainer, serving, accelerator; its moving tag
     assert all(tests["id"] in waits_for(s["id"]) for s in builds)
     compile_, publish, schedule = (step_of(c) for c in ("compile", "publish", "schedule"))
     moving = [p for p in pushes if "MOVING_TAG" in script(p)]  # the accelerator image's moving tag
@@ -191,6 +191,7 @@ def test_our_images_are_used_by_their_commit_tag():
     assert {m["image"] for m in references} == {
         "alignpipe-data",
         "alignpipe-trainer",
+        "alignpipe-serving",
         "alignpipe-trainer-tpu",
         "alignpipe-trainer-gpu",
     }
@@ -216,7 +217,7 @@ def test_our_images_are_used_by_their_commit_tag():
     }
     assert pushed == {
         f"{registry}/alignpipe-{kind}:{tag}"
-        for kind in ("data", "trainer", "trainer-tpu")
+        for kind in ("data", "trainer", "serving", "trainer-tpu")
         for tag in ("abc1234", "v1.0.0")
     } | {f"{registry}/alignpipe-trainer-tpu:latest"}
 
@@ -267,6 +268,12 @@ def test_compile_runs_in_the_new_data_image_for_vertex_with_both_commit_images()
     registry = f"{values['_REGION']}-docker.pkg.dev/my-proj/{values['_REPO']}"
     assert substitute(step["name"], values) == cfg.runner.data_image == f"{registry}/alignpipe-data:abc1234"
     assert cfg.runner.trainer_image == f"{registry}/alignpipe-trainer:abc1234"
+    # The Model Registry uploads name the serving image of the same commit, pushed before compile.
+    assert cfg.register.serving_image == f"{registry}/alignpipe-serving:abc1234"
+    (push,) = [s for s in docker_steps("push") if "/alignpipe-serving" in " ".join(strings(s))]
+    assert push["id"] in waits_for(step["id"])
+    (build,) = [s for s in docker_steps("build") if "infra/docker/serving.Dockerfile" in s["args"]]
+    assert build["id"] in waits_for(push["id"])
     assert (cfg.runner.gcp_project, cfg.runner.gcp_region) == ("my-proj", values["_REGION"])
     assert cfg.runner.pipeline_root == values["_PIPELINE_ROOT"] == f"gs://my-proj-{values['_REPO']}/pipelines"
     assert cfg.runner.service_account == f"{values['_REPO']}-pipelines@my-proj.iam.gserviceaccount.com"
@@ -301,7 +308,7 @@ def test_a_git_tag_becomes_a_valid_image_tag(tmp_path, tag_name, image_tag):
     assert written == image_tag
     assert not written or (DOCKER_TAG.fullmatch(written) and publish.TEMPLATE_TAG.fullmatch(written))
     pushes = [s for s in docker_steps("push") if "release-image-tag" in script(s)]
-    assert len(pushes) == 3  # data, trainer, accelerator image
+    assert len(pushes) == 4  # data, trainer, serving, accelerator image
     assert all("TAG_NAME" not in script(s) for s in docker_steps("push"))
 
 

@@ -242,8 +242,11 @@ class RegisterConfig:
     # Also upload each registered version to the Vertex AI Model Registry (the `vertex` preset):
     # one model with a version per run (`parent_model`), the champion alias moved with MLflow's.
     vertex_model_registry: bool = False
-    # The Vertex AI prediction container of an uploaded SavedModel (a prebuilt TensorFlow one).
-    serving_image: str = "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-15:latest"
+    # The Vertex AI prediction container of an uploaded model: the project's serving image
+    # (infra/docker/serving.Dockerfile, `alignpipe serve`), which cloudbuild.yaml pushes as
+    # REGION-docker.pkg.dev/PROJECT/REPO/alignpipe-serving:TAG and passes to compile. A prebuilt
+    # TensorFlow Serving image cannot serve the model: its WordPiece ops are tensorflow-text's.
+    serving_image: str = "alignpipe-serving:latest"
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from tests.google_fakes import BUCKET, CREATED, LOCATION, PROJECT, REGION, fake_
 MODEL_ID = "1001"  # the id the fake gives the first model it creates
 MODEL = f"{CREATED}/models/{MODEL_ID}"
 CHAMPION = ["champion", "default"]  # the aliases a promoted version gets, beside mlflow-v<N>
+SERVING_IMAGE = f"{REGION}-docker.pkg.dev/{PROJECT}/alignpipe/alignpipe-serving:abc1234"
 
 
 @pytest.fixture
@@ -36,6 +37,7 @@ def fake(monkeypatch):
 def cfg(tmp_path):
     overrides = [f"runner.gcp_project={PROJECT}", f"runner.gcp_region={REGION}"]
     overrides += [f"runner.work_dir={tmp_path / 'work'}", "register.vertex_model_registry=true"]
+    overrides += [f"register.serving_image={SERVING_IMAGE}"]  # what cloudbuild.yaml's compile sets
     return load_config("local", "tiny", overrides)
 
 
@@ -44,7 +46,13 @@ def upload_body(cfg, run: int, aliases: list[str], decision: str) -> dict:
     return {
         "displayName": "align-dual-encoder",
         "artifactUri": f"gs://{BUCKET}/runs/{run}/model/saved_model",
-        "containerSpec": {"imageUri": cfg.register.serving_image},
+        # The project's serving image (`alignpipe serve`), on the port and routes it answers.
+        "containerSpec": {
+            "imageUri": SERVING_IMAGE,
+            "predictRoute": "/predict",
+            "healthRoute": "/health",
+            "ports": [{"containerPort": 8080}],
+        },
         "labels": {"mlflow_version": str(run)},
         "versionAliases": aliases,
         "versionDescription": f"MLflow version {run}; {decision}",
@@ -168,6 +176,15 @@ def test_a_model_outside_cloud_storage_is_one_clear_error(fake, cfg, path):
 def test_no_project_is_one_clear_error(fake, cfg):
     with pytest.raises(ConfigError, match="runner.gcp_project='' is not allowed"):
         upload_model_version(cfg.replace(runner__gcp_project=""), f"gs://{BUCKET}/m", "1", True)
+    assert fake.calls() == []
+
+
+@pytest.mark.parametrize(
+    "image", ["alignpipe-serving:latest", "docker.io/library/alignpipe-serving:1", "localhost:5000/serving"]
+)
+def test_a_serving_image_vertex_ai_cannot_pull_is_one_clear_error(fake, cfg, image):
+    with pytest.raises(ConfigError, match=re.escape(f"register.serving_image={image!r} is not allowed")):
+        upload_model_version(cfg.replace(register__serving_image=image), f"gs://{BUCKET}/m", "1", True)
     assert fake.calls() == []
 
 
