@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 from mlflow.tracking import MlflowClient
 
 from alignpipe.config import Config
@@ -123,5 +126,20 @@ def format_summary(summary: dict) -> str:
             f"by {x['tags'].get('index_model_uri', '?')}"
         )
         lines.append(f"            {x['tags'].get('index_uri', '?')}")
+        if "index_model_uri" in x["tags"] and "index_uri" in x["tags"]:
+            lines.append(
+                f"Search it: {_alignpipe_command()} serve --model {x['tags']['index_model_uri']} "
+                f"--index {x['tags']['index_uri']} --tracking-uri {summary['tracking_uri']}"
+                "   (then open http://127.0.0.1:8080/)"
+            )
     lines.append(f"MLflow: {summary['tracking_uri']} (run {summary['parent_run_id']}); `mlflow ui` to browse")
     return "\n".join(lines)
+
+
+def _alignpipe_command() -> str:
+    """How this shell reaches the CLI that runs now (`.venv/bin/alignpipe` after `make run`)."""
+    program = sys.argv[0] if sys.argv else ""
+    if os.path.basename(program) != "alignpipe":
+        return "alignpipe"
+    relative = os.path.relpath(program)
+    return relative if not relative.startswith("..") else program

@@ -202,7 +202,8 @@ def is_registry_image(name: str) -> bool:
 
 def vertex_images(cfg: Config) -> dict[str, str]:
     """The images a Vertex AI run of `cfg` pulls, by config key: the data and trainer images
-    (kfp tasks) and the custom job's image when it is of another kind (TPU, GPU)."""
+    (kfp tasks), the custom job's image when it is of another kind (TPU, GPU), and the serving
+    image each Model Registry upload names (`register.vertex_model_registry`)."""
     from alignpipe.config.accelerators import slice_of
 
     r = cfg.runner
@@ -210,6 +211,8 @@ def vertex_images(cfg: Config) -> dict[str, str]:
     kind = slice_of(r.accelerator, r.accelerator_chips).spec.kind
     if kind != "cpu":
         images[f"runner.trainer_{kind}_image"] = getattr(r, f"trainer_{kind}_image")
+    if cfg.register.vertex_model_registry:
+        images["register.serving_image"] = cfg.register.serving_image
     return images
 
 

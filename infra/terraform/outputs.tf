@@ -65,6 +65,11 @@ output "trainer_tpu_image" {
   value       = "${local.docker_repository_url}/alignpipe-trainer-tpu:${var.image_tag}"
 }
 
+output "serving_image" {
+  description = "register.serving_image: the Vertex AI prediction container (alignpipe serve), as cloudbuild.yaml tags it."
+  value       = "${local.docker_repository_url}/alignpipe-serving:${var.image_tag}"
+}
+
 output "trainer_gpu_image" {
   description = "runner.trainer_gpu_image, as cloudbuild.yaml tags it (built when the experiment's slice is GPUs)."
   value       = "${local.docker_repository_url}/alignpipe-trainer-gpu:${var.image_tag}"
@@ -96,6 +101,7 @@ output "alignpipe_settings" {
     "runner.trainer_image"     = "${local.docker_repository_url}/alignpipe-trainer:${var.image_tag}"
     "runner.trainer_tpu_image" = "${local.docker_repository_url}/alignpipe-trainer-tpu:${var.image_tag}"
     "runner.trainer_gpu_image" = "${local.docker_repository_url}/alignpipe-trainer-gpu:${var.image_tag}"
+    "register.serving_image"   = "${local.docker_repository_url}/alignpipe-serving:${var.image_tag}"
     "tracking.tracking_uri"    = google_cloud_run_v2_service.mlflow.uri
     "tracking.auth"            = "google_id_token"
   }

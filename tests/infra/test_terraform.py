@@ -38,6 +38,7 @@ CONFIG_OUTPUTS = {
     "runner.trainer_image": "trainer_image",
     "runner.trainer_tpu_image": "trainer_tpu_image",
     "runner.trainer_gpu_image": "trainer_gpu_image",
+    "register.serving_image": "serving_image",
     "tracking.tracking_uri": "mlflow_tracking_uri",
     "tracking.auth": "mlflow_auth",  # without it every task gets 403 from Cloud Run
 }

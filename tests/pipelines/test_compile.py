@@ -147,6 +147,7 @@ VERTEX = [
     "runner.data_image=us-docker.pkg.dev/p/r/alignpipe-data:abc123",
     "runner.trainer_image=us-docker.pkg.dev/p/r/alignpipe-trainer:abc123",
     "runner.trainer_tpu_image=us-docker.pkg.dev/p/r/alignpipe-trainer-tpu:abc123",
+    "register.serving_image=us-docker.pkg.dev/p/r/alignpipe-serving:abc123",
     "runner.gcp_project=my-project",
     "runner.pipeline_root=gs://bucket/root",
     "tracking.tracking_uri=https://mlflow-abc-uc.a.run.app",
@@ -163,6 +164,7 @@ VERTEX = [
             ("runner.data_image='alignpipe-data:latest'", "registry"),
         ),
         ("runner.trainer_tpu_image=trainer:1", ("runner.trainer_tpu_image='trainer:1'", "docker.pkg.dev")),
+        ("register.serving_image=serving:1", ("register.serving_image='serving:1'", "docker.pkg.dev")),
         ("tracking.tracking_uri=http://mlflow.internal", ("tracking.tracking_uri='http://", "https URI")),
     ],
 )
@@ -338,6 +340,7 @@ def test_each_accelerator_compiles_to_its_custom_job(tmp_path, accelerator, chip
     out = tmp_path / "align.yaml"
     sets = [f"{k}={v}" for k, v in IMAGES.items()] + [
         "runner.data_image=us-docker.pkg.dev/p/r/alignpipe-data:abc123",
+        "register.serving_image=us-docker.pkg.dev/p/r/alignpipe-serving:abc123",
         f"runner.accelerator={accelerator}",
         f"runner.accelerator_chips={chips}",
         "runner.train_step_seconds=0.5",

@@ -10,9 +10,12 @@ from mlflow.tracking import MlflowClient
 
 from components.tracking import PIPELINE_JOB_TAG, ROLE_TAG, STAGE_TAG
 from tests.pipelines.conftest import model_dir_of, run_cli
+from tests.serving import test_search_page
 
 # One worker runs the pipeline (a session fixture) for every test that reads it.
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
+
+browser = test_search_page.browser  # the fixture: headless Chromium
 
 STAGES = {"scrape", "filter", "train", "evaluate", "register", "index"}
 
@@ -115,6 +118,31 @@ def test_the_corpus_index_holds_every_kept_image_with_the_registered_models_vect
     assert len(index) <= len(index.texts) == run.data.metrics["texts"] <= kept
     assert index.thumbnail(0) is not None
     assert run.data.params["index.uri"] in pipeline_run["stdout"]
+
+
+def test_the_serve_command_the_run_prints_shows_its_images_for_a_text_query_in_a_browser(
+    pipeline_run, browser
+):
+    """What a user does next: run the printed `alignpipe serve` line (on a free port), open the
+    page, type a query, see the demo's images."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.serving.conftest import free_socket, serve_process
+
+    line = next(line for line in pipeline_run["stdout"].splitlines() if line.startswith("Search it: "))
+    command = line.removeprefix("Search it: ").split("   (")[0].split()
+    assert command[1] == "serve" and os.path.basename(command[0]) == "alignpipe"
+    with free_socket() as sock:
+        port = sock.getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+    env = {"MLFLOW_TRACKING_URI": pipeline_run["tracking_uri"]}
+    with serve_process([*command[2:], "--port", str(port)], env, f"{base}/health"):
+        browser.get(base + "/")
+        browser.find_element(By.ID, "query-text").send_keys("a red circle")
+        browser.find_element(By.ID, "search-button").click()
+        cards = WebDriverWait(browser, 120).until(test_search_page.loaded_cards)
+        assert cards and cards[0].find_element(By.TAG_NAME, "img").get_attribute("src").startswith(base)
 
 
 def test_summary_printed(pipeline_run):

@@ -45,6 +45,7 @@ TARGET = [
     f"runner.service_account={RUNNER_SA}",
     f"runner.data_image={REGION}-docker.pkg.dev/{PROJECT}/alignpipe/alignpipe-data:abc1234",
     f"runner.trainer_image={REGION}-docker.pkg.dev/{PROJECT}/alignpipe/alignpipe-trainer:abc1234",
+    f"register.serving_image={REGION}-docker.pkg.dev/{PROJECT}/alignpipe/alignpipe-serving:abc1234",
     "tracking.tracking_uri=https://mlflow.example.org",
 ]
 AR_TAG_URL = f"https://{REGION}-kfp.pkg.dev/{PROJECT}/align-templates/align/v1"

@@ -75,6 +75,7 @@ def test_two_pipeline_runs_on_vertex_ai_train_twice_and_a_restarted_worker_resum
             "--set=runner.pipeline_root=gs://bucket/root",
             "--set=runner.data_image=us-docker.pkg.dev/my-project/r/alignpipe-data:abc1234",
             "--set=runner.trainer_image=us-docker.pkg.dev/my-project/r/alignpipe-trainer:abc1234",
+            "--set=register.serving_image=us-docker.pkg.dev/my-project/r/alignpipe-serving:abc1234",
             f"--out={template}",
         ]
     )
