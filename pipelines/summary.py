@@ -126,13 +126,14 @@ def format_summary(summary: dict) -> str:
             f"by {x['tags'].get('index_model_uri', '?')}"
         )
         lines.append(f"            {x['tags'].get('index_uri', '?')}")
-        if "index_model_uri" in x["tags"] and "index_uri" in x["tags"]:
-            lines.append(
-                f"Search it: {_alignpipe_command()} serve --model {x['tags']['index_model_uri']} "
-                f"--index {x['tags']['index_uri']} --tracking-uri {summary['tracking_uri']}"
-                "   (then open http://127.0.0.1:8080/)"
-            )
     lines.append(f"MLflow: {summary['tracking_uri']} (run {summary['parent_run_id']}); `mlflow ui` to browse")
+    tags = x.get("tags", {})
+    if "index_model_uri" in tags and "index_uri" in tags:
+        lines.append(
+            f"Search it: {_alignpipe_command()} serve --model {tags['index_model_uri']} "
+            f"--index {tags['index_uri']} --tracking-uri {summary['tracking_uri']}"
+            "   (then open http://127.0.0.1:8080/)"
+        )
     return "\n".join(lines)
 
 

@@ -121,7 +121,7 @@ def test_the_corpus_index_holds_every_kept_image_with_the_registered_models_vect
 
 
 def test_the_serve_command_the_run_prints_shows_its_images_for_a_text_query_in_a_browser(
-    pipeline_run, browser
+    pipeline_run, browser, tmp_path
 ):
     """What a user does next: run the printed `alignpipe serve` line (on a free port), open the
     page, type a query, see the demo's images."""
@@ -143,6 +143,7 @@ def test_the_serve_command_the_run_prints_shows_its_images_for_a_text_query_in_a
         browser.find_element(By.ID, "search-button").click()
         cards = WebDriverWait(browser, 120).until(test_search_page.loaded_cards)
         assert cards and cards[0].find_element(By.TAG_NAME, "img").get_attribute("src").startswith(base)
+        test_search_page.screenshot(browser, "search-demo-run.png", tmp_path)
 
 
 def test_summary_printed(pipeline_run):

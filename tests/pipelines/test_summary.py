@@ -22,7 +22,7 @@ def test_the_index_stage_gets_its_lines_with_the_folder_to_serve():
         "  index     5 images, 8 alt-texts (2 images newly embedded) by models:/align-dual-encoder/2"
     )
     assert lines[at + 1].strip() == "/w/index"
-    serve = lines[at + 2].split()
+    serve = lines[-1].split()
     assert serve[:2] == ["Search", "it:"] and serve[3:10] == [
         "serve",
         "--model",
