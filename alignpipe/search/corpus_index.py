@@ -187,8 +187,20 @@ class CorpusIndex:
     def _text_hit(self, row: int, score: float) -> Hit:
         item_id = int(self.text_items[row])
         item = self.items[item_id]
-        position = int(np.sum(self.text_items[:row] == item_id))
+        position = int(self._text_positions()[row])
         return Hit(item_id, score, item, item.texts[position] if position < len(item.texts) else None)
+
+    def _text_positions(self) -> np.ndarray:
+        """int64 `[texts]`: each text row's place among its item's texts (rows in order),
+        computed once per size of the index rather than once per hit."""
+        cached = getattr(self, "_positions", None)
+        if cached is None or len(cached) != len(self.text_items):
+            order = np.argsort(self.text_items, kind="stable")
+            grouped = self.text_items[order]
+            cached = np.empty(len(order), np.int64)
+            cached[order] = np.arange(len(order)) - np.searchsorted(grouped, grouped, side="left")
+            self._positions = cached
+        return cached
 
     def _check(self, queries: np.ndarray) -> np.ndarray:
         queries = np.asarray(queries, np.float32)
