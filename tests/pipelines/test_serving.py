@@ -61,6 +61,9 @@ def test_a_registry_uri_is_downloaded_through_mlflow(tmp_path, monkeypatch):
     (model / "saved_model" / "saved_model.pb").write_bytes(b"graph")
     (model / "model_config.json").write_text("{}")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    # The variable is MLflow's setting only while no earlier test in this process has called
+    # mlflow.set_tracking_uri; the test's own store, whatever ran before it:
+    monkeypatch.setattr(mlflow.tracking._tracking_service.utils, "_tracking_uri", None)
     with mlflow.start_run() as run:
         mlflow.log_artifacts(str(model), "model")
     client = mlflow.MlflowClient()
