@@ -21,11 +21,13 @@ import time
 import urllib.parse
 from collections.abc import Iterator
 
+from tests.local_http import QuietHandler
+
 SERVICE_ACCOUNT = "alignpipe-pipeline@test.iam.gserviceaccount.com"
 ACCESS_TOKEN = "metadata-server-test-token"
 
 
-class MetadataHandler(http.server.BaseHTTPRequestHandler):
+class MetadataHandler(QuietHandler):
     """Answers the metadata paths google-auth reads (project, account, access and ID tokens);
     404 for everything else, as the real one does."""
 
@@ -60,9 +62,6 @@ class MetadataHandler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
-
-    def log_message(self, *args) -> None:
-        pass
 
 
 def _token() -> str:

@@ -24,6 +24,8 @@ import urllib.parse
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from tests.local_http import QuietHandler
+
 MAX_REQUEST_BYTES = 32 * 1024 * 1024
 # Hop-by-hop headers (RFC 9110 7.6.1) stay on their own hop; the body is re-sent with a length.
 _HOP_BY_HOP = {
@@ -67,7 +69,7 @@ class CloudRunProxy:
 
 
 def _handler(proxy: CloudRunProxy) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         protocol_version = "HTTP/1.1"
 
         def _forward(self) -> None:
@@ -138,9 +140,6 @@ def _handler(proxy: CloudRunProxy) -> type[BaseHTTPRequestHandler]:
             proxy.record(self.command, self.path, size, status)
 
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _forward
-
-        def log_message(self, *args) -> None:
-            pass
 
     return Handler
 

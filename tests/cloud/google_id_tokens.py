@@ -21,6 +21,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from google.auth import crypt, jwt
 
+from tests.local_http import QuietHandler
+
 SERVICE_ACCOUNT = "pipelines@test.iam.gserviceaccount.com"
 
 
@@ -59,7 +61,7 @@ class IdTokenIssuer:
 
 
 def _token_endpoint(issuer: IdTokenIssuer) -> type[BaseHTTPRequestHandler]:
-    class TokenEndpoint(BaseHTTPRequestHandler):
+    class TokenEndpoint(QuietHandler):
         def do_POST(self) -> None:
             form = urllib.parse.parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode())
             data = json.dumps({"id_token": issuer.id_token(form["assertion"][0])}).encode()
@@ -68,9 +70,6 @@ def _token_endpoint(issuer: IdTokenIssuer) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
-
-        def log_message(self, *args) -> None:
-            pass
 
     return TokenEndpoint
 

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import http.client
-import threading
 import time
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from google.auth import jwt
 
 from tests.cloud.cloud_run_proxy import MAX_REQUEST_BYTES, running_cloud_run_proxy
 from tests.cloud.google_id_tokens import IdTokenIssuer
+from tests.local_http import QuietHandler, serving
 
 
-class Upstream(BaseHTTPRequestHandler):
+class Upstream(QuietHandler):
     """Answers with the size of the body it got, and the Authorization header it saw."""
 
     protocol_version = "HTTP/1.1"
@@ -30,18 +29,12 @@ class Upstream(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, *args) -> None:
-        pass
-
 
 @pytest.fixture
 def upstream():
     Upstream.received = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(Upstream) as url:
+        yield url
 
 
 def _put(url: str, body: bytes, headers: dict[str, str], chunked: bool = False) -> tuple[int, bytes]:

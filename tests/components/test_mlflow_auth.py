@@ -20,6 +20,7 @@ from google.auth import crypt, jwt
 
 from alignpipe.config import load_config
 from components import mlflow_auth, mlflow_store
+from tests.local_http import QuietHandler, serving
 
 SERVER = "https://mlflow-abc-ew.a.run.app"
 SECRET = "projects/p/secrets/mlflow-token/versions/3"
@@ -52,9 +53,6 @@ class Recorder(BaseHTTPRequestHandler):
             self._answer({"name": SECRET, "payload": {"data": base64.b64encode(b"s3cret-token\n").decode()}})
         else:
             self._answer({"status": "OK"})
-
-    def log_message(self, *args) -> None:
-        pass
 
 
 @pytest.fixture
@@ -132,7 +130,7 @@ def test_no_token_is_one_clear_error(fake, monkeypatch, tmp_path):
         mlflow_auth.authenticate(_cfg("google_id_token"), SERVER)
 
 
-class CloudRunRefusal(BaseHTTPRequestHandler):
+class CloudRunRefusal(QuietHandler):
     """What Cloud Run answers a caller without roles/run.invoker: 403, whatever the path."""
 
     seen: list[dict] = []
@@ -145,17 +143,12 @@ class CloudRunRefusal(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, *args) -> None:
-        pass
-
 
 @pytest.fixture
 def refusing_server():
     CloudRunRefusal.seen = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), CloudRunRefusal)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with serving(CloudRunRefusal) as url:
+        yield url
 
 
 @pytest.mark.parametrize("auth", ["", "google_id_token"])
