@@ -14,11 +14,13 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import hashlib
 import logging
 import shutil
 import time
 import uuid
+import zlib
 
 import numpy as np
 from apache_beam.io.filesystem import CompressionTypes
@@ -195,15 +197,25 @@ def build_index(cfg: Config, model: str, data_dir: str, out_dir: str, model_uri:
         log.info("index %s: %s", out_dir, rebuilt)
     staging = fs.join(out_dir, STAGING, uuid.uuid4().hex)
     fs.makedirs(staging)
-    counts = embed_corpus(
-        beam_pipeline_args(cfg),
-        saved_model,
-        data_dir,
-        staging,
-        known_items=fs.join(out_dir, "items.jsonl") if earlier else "",
-        image_batch_size=cfg.index.image_batch_size,
-        text_batch_size=cfg.index.text_batch_size,
-    )
+    try:
+        counts = embed_corpus(
+            beam_pipeline_args(cfg),
+            saved_model,
+            data_dir,
+            staging,
+            known_items=fs.join(out_dir, "items.jsonl") if earlier else "",
+            image_batch_size=cfg.index.image_batch_size,
+            text_batch_size=cfg.index.text_batch_size,
+        )
+    except (zlib.error, EOFError, gzip.BadGzipFile, ValueError) as e:
+        # Beam's TFRecord reader says a cut record with a ValueError naming TFRecord; others are bugs.
+        if isinstance(e, ValueError) and "TFRecord" not in str(e):
+            raise
+        _remove_staging(out_dir)  # the index in `out_dir` is untouched
+        raise InputError(
+            f"data folder {data_dir!r}: a pair shard is not a complete gzip TFRecord file "
+            f"({str(e).splitlines()[0][:200]})"
+        ) from None
     records = read_embedded(staging)
     dim = _embed_dim(earlier, records)
     index = extend_index(earlier, records, dim, model_uri or model, fingerprint, cfg.index.ann_min_vectors)

@@ -120,3 +120,22 @@ def test_missing_and_foreign_folders_are_one_line_input_errors(model_dir, tmp_pa
             build_index(index_config(), model, data, out)
         assert "\n" not in str(error.value)
     assert os.listdir(tmp_path / "foreign") == ["notes.txt"]  # nothing written there
+
+
+@pytest.mark.parametrize("damage", ["not gzip", "cut short"])
+def test_a_damaged_shard_is_one_line_error_and_the_earlier_index_stays(model_dir, tmp_path, damage):
+    kept, out = str(tmp_path / "kept"), str(tmp_path / "index")
+    write_pair_shard(kept, 0, square_pairs([40, 41], texts_per_image=1))
+    build_index(index_config(), model_dir, kept, out)
+    before = {name: (tmp_path / "index" / name).read_bytes() for name in sorted(os.listdir(out))}
+    write_pair_shard(kept, 1, square_pairs([42], texts_per_image=1))
+    [shard] = [p for p in sorted(os.listdir(kept)) if "00001" in p]
+    data = (tmp_path / "kept" / shard).read_bytes()
+    (tmp_path / "kept" / shard).write_bytes(
+        b"not a shard" if damage == "not gzip" else data[: len(data) // 2]
+    )
+    with pytest.raises(InputError, match="a pair shard is not a complete gzip TFRecord file") as error:
+        build_index(index_config(), model_dir, kept, out)
+    assert "\n" not in str(error.value)
+    after = {name: (tmp_path / "index" / name).read_bytes() for name in sorted(os.listdir(out))}
+    assert after == before  # the earlier index whole, and no staging left behind
