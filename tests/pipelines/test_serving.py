@@ -64,6 +64,8 @@ def test_a_registry_uri_is_downloaded_through_mlflow(tmp_path, monkeypatch):
     # The variable is MLflow's setting only while no earlier test in this process has called
     # mlflow.set_tracking_uri; the test's own store, whatever ran before it:
     monkeypatch.setattr(mlflow.tracking._tracking_service.utils, "_tracking_uri", None)
+    monkeypatch.setattr(mlflow.tracking.fluent, "_active_experiment_id", None)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
     with mlflow.start_run() as run:
         mlflow.log_artifacts(str(model), "model")
     client = mlflow.MlflowClient()
